@@ -1,0 +1,126 @@
+/**
+ * Loads the configuration: YAML file, then `DOCXY_*` environment variables, then CLI flags, each
+ * overriding the one before, validated by the one schema.
+ *
+ * Environment mapping: `DOCXY_` + the key path in upper case with `__` between levels, e.g.
+ * `DOCXY_PUBLIC_URL`, `DOCXY_UPSTREAM__URL`, `DOCXY_UPSTREAM__TIMEOUTS__CONNECT`. Values are read as
+ * YAML scalars (`true`, `30s`, `5000`). `DOCXY_UPSTREAM` and `DOCXY_CONFIG` are shorthands for the
+ * upstream URL and the file, like the flags.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { configSchema, formatIssues, type Config } from './schema.ts';
+
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(source: string, problems: readonly string[]) {
+    super(`invalid configuration (${source}):\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+type Tree = Record<string, unknown>;
+
+function isTree(v: unknown): v is Tree {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function setPath(tree: Tree, path: readonly string[], value: unknown): void {
+  let node = tree;
+  path.forEach((key, i) => {
+    if (i === path.length - 1) {
+      node[key] = value;
+      return;
+    }
+    const next = node[key];
+    if (!isTree(next)) node[key] = {};
+    node = node[key] as Tree;
+  });
+}
+
+/** Overlays `top` on `base`, merging nested objects; arrays and scalars replace. */
+export function deepMerge(base: Tree, top: Tree): Tree {
+  const out: Tree = { ...base };
+  for (const [k, v] of Object.entries(top)) {
+    const b = out[k];
+    out[k] = isTree(b) && isTree(v) ? deepMerge(b, v) : v;
+  }
+  return out;
+}
+
+export function readConfigFile(file: string): Tree {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, [`cannot read file: ${(err as Error).message}`]);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(file, [`not valid YAML: ${(err as Error).message}`]);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (!isTree(doc)) throw new ConfigError(file, ['(root): must be a mapping of keys']);
+  return doc;
+}
+
+export function envOverrides(env: NodeJS.ProcessEnv): Tree {
+  const tree: Tree = {};
+  for (const [k, raw] of Object.entries(env)) {
+    if (!k.startsWith('DOCXY_') || raw === undefined || k === 'DOCXY_CONFIG') continue;
+    if (k === 'DOCXY_UPSTREAM') {
+      setPath(tree, ['upstream', 'url'], raw);
+      continue;
+    }
+    const path = k
+      .slice('DOCXY_'.length)
+      .toLowerCase()
+      .split('__')
+      .filter((p) => p !== '');
+    if (path.length === 0) continue;
+    let value: unknown = raw;
+    try {
+      value = parseYaml(raw);
+    } catch {
+      /* keep the raw string */
+    }
+    // URLs and host:port stay strings whatever YAML makes of them.
+    if (typeof value !== 'string' && /[:/]/.test(raw)) value = raw;
+    setPath(tree, path, value);
+  }
+  return tree;
+}
+
+export interface Flags {
+  config?: string;
+  listen?: string;
+  publicUrl?: string;
+  upstream?: string;
+  logLevel?: string;
+}
+
+export function flagOverrides(flags: Flags): Tree {
+  const tree: Tree = {};
+  if (flags.listen !== undefined) tree.listen = flags.listen;
+  if (flags.publicUrl !== undefined) tree.public_url = flags.publicUrl;
+  if (flags.logLevel !== undefined) tree.log_level = flags.logLevel;
+  if (flags.upstream !== undefined) tree.upstream = { url: flags.upstream };
+  return tree;
+}
+
+export function validateConfig(tree: unknown, source: string): Config {
+  const res = configSchema.safeParse(tree);
+  if (!res.success) throw new ConfigError(source, formatIssues(res.error));
+  return res.data;
+}
+
+/** File < environment < flags. */
+export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): Config {
+  const file = flags.config ?? env.DOCXY_CONFIG;
+  const fromFile = file === undefined ? {} : readConfigFile(file);
+  const merged = deepMerge(deepMerge(fromFile, envOverrides(env)), flagOverrides(flags));
+  return validateConfig(merged, file ?? 'defaults, environment and flags');
+}

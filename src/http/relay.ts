@@ -1,0 +1,89 @@
+/**
+ * Writes an upstream response to the client: status, the registry headers clients rely on
+ * (allow-list; hop-by-hop and anything else upstream-internal is dropped), the Bearer realm
+ * rewritten to Docxy's own token endpoint, and the body streamed with backpressure. A body that
+ * fails midway (the upstream stalls past the idle timeout, or drops) destroys the client
+ * connection: the client sees a truncated transfer, never a corrupt "complete" one.
+ */
+import { pipeline } from 'node:stream/promises';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { rewriteRealm } from '../upstream/auth-challenge.ts';
+import type { UpstreamResponse } from '../upstream/registry-client.ts';
+
+/** Response headers passed from the upstream to the client (OCI distribution-spec and Docker Hub's). */
+const passHeaders = [
+  'content-type',
+  'content-length',
+  'content-range',
+  'accept-ranges',
+  'docker-content-digest',
+  'etag',
+  'last-modified',
+  'link',
+  'retry-after',
+  'ratelimit-limit',
+  'ratelimit-remaining',
+  'docker-ratelimit-source',
+  'oci-filters-applied',
+] as const;
+
+export interface RelayOptions {
+  /** Docxy's token endpoint, built from the configured public URL. */
+  readonly realm: string;
+  /** The public base URL, for rewriting absolute upstream `Link` URLs. */
+  readonly publicUrl: string;
+  /** The upstream's origin; absolute links into it are rewritten to the public URL. */
+  readonly upstreamOrigin: string;
+  /** Aborts the upstream body when the client goes away. */
+  readonly abort: AbortController;
+}
+
+export function responseHeaders(
+  res: UpstreamResponse,
+  opts: Pick<RelayOptions, 'realm' | 'publicUrl' | 'upstreamOrigin'>,
+): Record<string, string> {
+  const out: Record<string, string> = { 'docker-distribution-api-version': 'registry/2.0' };
+  for (const name of passHeaders) {
+    const v = res.headers[name];
+    if (v === undefined) continue;
+    out[name] = Array.isArray(v) ? v.join(', ') : v;
+  }
+  const link = out.link;
+  if (link?.includes(`<${opts.upstreamOrigin}/`))
+    out.link = link.split(`<${opts.upstreamOrigin}/`).join(`<${opts.publicUrl}/`);
+  const challenge = res.headers['www-authenticate'];
+  if (challenge !== undefined) {
+    const first = Array.isArray(challenge) ? challenge[0] : challenge;
+    if (first !== undefined) out['www-authenticate'] = rewriteRealm(first, opts.realm);
+  }
+  return out;
+}
+
+export async function relay(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  res: UpstreamResponse,
+  opts: RelayOptions,
+): Promise<void> {
+  const headers = responseHeaders(res, opts);
+  reply.hijack();
+  const raw = reply.raw;
+  raw.writeHead(res.status, headers);
+  if (request.method === 'HEAD' || res.status === 204 || res.status === 304) {
+    res.body.resume();
+    raw.end();
+    return;
+  }
+  let bytes = 0;
+  res.body.on('data', (chunk: Buffer) => {
+    bytes += chunk.length;
+  });
+  try {
+    await pipeline(res.body, raw, { signal: opts.abort.signal });
+  } catch (err) {
+    request.ctx.error = err instanceof Error ? err.message : String(err);
+    raw.destroy();
+  } finally {
+    request.ctx.bytes = bytes;
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * The fastify instance and what every request shares: a request context, exactly one JSON log
+ * line per request (written when the response closes, so streamed and aborted responses are logged
+ * too), OCI JSON errors for everything including unknown routes, and the read-only guard that
+ * answers push methods before any body is read.
+ */
+import { randomUUID } from 'node:crypto';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { RegistryError } from '../registry/errors.ts';
+import { sendError } from './error-reply.ts';
+
+/** What a handler tells the request log line. */
+export interface RequestContext {
+  upstream?: string;
+  /** Body bytes sent to the client, when the handler counted them. */
+  bytes?: number;
+  /** Cache outcome (hit, miss, coalesced, revalidated, stale) once there is a cache. */
+  cache?: string;
+  /** Why a streamed response ended early. */
+  error?: string;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    ctx: RequestContext;
+  }
+}
+
+export interface ServerOptions {
+  /** The process logger (pino), typed as fastify's base so the instance keeps its default generics. */
+  readonly log: FastifyBaseLogger;
+  /** Largest request body accepted (token POSTs); registry bodies are never read. */
+  readonly bodyLimit?: number;
+}
+
+const readOnlyMethods = new Set(['GET', 'HEAD']);
+
+export function createServer(opts: ServerOptions): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: opts.log,
+    // Docxy writes its own single line per request (below) instead of fastify's two.
+    logController: new LogController({ disableRequestLogging: true }),
+    genReqId: () => randomUUID(),
+    bodyLimit: opts.bodyLimit ?? 64 * 1024,
+    return503OnClosing: true,
+    // Docxy never trusts the Host header for anything; trust_proxy comes with the TLS issue.
+    trustProxy: false,
+  });
+
+  app.decorateRequest('ctx', null as unknown as RequestContext);
+
+  // Bodies of registry requests are never read: a GET body is ignored, and push bodies are refused
+  // below before any byte of them is parsed. Only the token endpoint's form body is read.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
+    done(null, body);
+  });
+  app.addContentTypeParser('*', (_req, _payload, done) => {
+    done(null, undefined);
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    request.ctx = {};
+    const start = process.hrtime.bigint();
+    reply.raw.once('close', () => {
+      const res = reply.raw;
+      const bytes = request.method === 'HEAD' ? 0 : (request.ctx.bytes ?? 0);
+      request.log.info(
+        {
+          method: request.method,
+          path: request.url.split('?')[0],
+          upstream: request.ctx.upstream,
+          status: res.statusCode,
+          bytes,
+          cache: request.ctx.cache,
+          durationMs: Number((process.hrtime.bigint() - start) / 1000n) / 1000,
+          completed: res.writableFinished,
+          error: request.ctx.error,
+        },
+        'request',
+      );
+    });
+    // Docxy is a read-only mirror (spec.md: registries may refuse push with 405 UNSUPPORTED).
+    if ((request.url === '/v2' || request.url.startsWith('/v2/')) && !readOnlyMethods.has(request.method)) {
+      throw new RegistryError('UNSUPPORTED', {
+        message: 'Docxy is a read-only pull-through mirror; push is not supported',
+      });
+    }
+  });
+
+  // Replies fastify sends itself (JSON, errors) are counted here; streamed relays count their own.
+  app.addHook('onSend', async (request, _reply, payload) => {
+    if (typeof payload === 'string' || Buffer.isBuffer(payload))
+      request.ctx.bytes = Buffer.byteLength(payload);
+    return payload;
+  });
+
+  app.setErrorHandler((err, request, reply) => sendError(request, reply, err));
+  app.setNotFoundHandler((request, reply) => sendError(request, reply, new RegistryError('NOT_FOUND')));
+  return app;
+}

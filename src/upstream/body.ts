@@ -1,0 +1,21 @@
+/** Reads a small upstream body (manifests, token JSON) into memory with a hard cap. */
+import type { Readable } from 'node:stream';
+import { RegistryError } from '../registry/errors.ts';
+
+export async function readCapped(body: Readable, max: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    const b = chunk as Buffer;
+    size += b.length;
+    if (size > max) {
+      body.destroy();
+      throw new RegistryError('UNAVAILABLE', {
+        status: 502,
+        message: `upstream ${what} is larger than ${max} bytes`,
+      });
+    }
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks, size);
+}

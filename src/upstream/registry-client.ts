@@ -1,0 +1,147 @@
+/**
+ * The HTTP client for one upstream registry, on an undici Agent (keep-alive pools per origin,
+ * streamed bodies with backpressure). It follows redirects itself — Docker Hub answers blob GETs
+ * with 307 to a CDN that the mirror's clients may not reach — and never carries the registry's
+ * `Authorization` to another origin. Transport failures are translated here into RegistryErrors:
+ * unreachable -> 502, no response headers in time -> 504.
+ */
+import type { Readable } from 'node:stream';
+import { Agent, errors as undiciErrors, type Dispatcher } from 'undici';
+import { RegistryError } from '../registry/errors.ts';
+
+export type Headers = Record<string, string | string[] | undefined>;
+
+export interface UpstreamRequest {
+  readonly method: 'GET' | 'HEAD' | 'POST';
+  /** Absolute URL, or a path (with query) relative to the upstream's base URL. */
+  readonly url: string;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly body?: string;
+  /** Aborts the request and its body (the client went away). */
+  readonly signal?: AbortSignal;
+}
+
+export interface UpstreamResponse {
+  readonly status: number;
+  readonly headers: Headers;
+  readonly body: Readable;
+  /** The URL that produced this response, after redirects. */
+  readonly url: string;
+}
+
+export interface RegistryClient {
+  /** The upstream base URL, without trailing slash. */
+  readonly baseUrl: string;
+  /** Sends a request, following redirects for GET and HEAD. The caller must consume or destroy `body`. */
+  request(req: UpstreamRequest): Promise<UpstreamResponse>;
+  close(): Promise<void>;
+}
+
+export interface RegistryClientOptions {
+  readonly baseUrl: string;
+  readonly timeouts: { readonly connect: number; readonly headers: number; readonly idle: number };
+  /** Redirect hops followed before giving up (Distribution's client stops at 10; one is typical). */
+  readonly maxRedirects?: number;
+}
+
+const redirectStatuses = new Set([301, 302, 303, 307, 308]);
+
+/** First value of a response header. */
+export function headerValue(h: Headers, name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function transportError(err: unknown, url: URL): RegistryError | undefined {
+  const host = url.host;
+  if (err instanceof undiciErrors.HeadersTimeoutError) {
+    return new RegistryError('UNAVAILABLE', {
+      status: 504,
+      message: `upstream ${host} sent no response in time`,
+    });
+  }
+  if (err instanceof undiciErrors.ConnectTimeoutError) {
+    return new RegistryError('UNAVAILABLE', {
+      status: 502,
+      message: `upstream ${host} did not accept a connection in time`,
+    });
+  }
+  if (err instanceof undiciErrors.BodyTimeoutError) {
+    return new RegistryError('UNAVAILABLE', { status: 504, message: `upstream ${host} stalled` });
+  }
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && (code.startsWith('E') || code.startsWith('UND_ERR_SOCKET'))) {
+    return new RegistryError('UNAVAILABLE', {
+      status: 502,
+      message: `upstream ${host} is unreachable (${code})`,
+    });
+  }
+  return undefined;
+}
+
+export function createRegistryClient(opts: RegistryClientOptions): RegistryClient {
+  const baseUrl = opts.baseUrl.replace(/\/+$/, '');
+  const maxRedirects = opts.maxRedirects ?? 5;
+  const agent = new Agent({
+    connect: { timeout: opts.timeouts.connect },
+    headersTimeout: opts.timeouts.headers,
+    bodyTimeout: opts.timeouts.idle,
+    keepAliveTimeout: 30_000,
+  });
+
+  async function once(
+    url: URL,
+    req: UpstreamRequest,
+    headers: Record<string, string>,
+  ): Promise<Dispatcher.ResponseData> {
+    try {
+      return await agent.request({
+        origin: url.origin,
+        path: `${url.pathname}${url.search}`,
+        method: req.method,
+        headers,
+        body: req.body,
+        signal: req.signal,
+      });
+    } catch (err) {
+      if (req.signal?.aborted) throw err;
+      throw transportError(err, url) ?? err;
+    }
+  }
+
+  return {
+    baseUrl,
+    async request(req) {
+      let url = new URL(/^https?:\/\//.test(req.url) ? req.url : `${baseUrl}${req.url}`);
+      const origin = url.origin;
+      let headers: Record<string, string> = { ...req.headers };
+      for (let hop = 0; ; hop++) {
+        const res = await once(url, req, headers);
+        const location = headerValue(res.headers, 'location');
+        if (!redirectStatuses.has(res.statusCode) || location === undefined || req.method === 'POST') {
+          return { status: res.statusCode, headers: res.headers, body: res.body, url: url.href };
+        }
+        res.body.destroy();
+        if (hop >= maxRedirects) {
+          throw new RegistryError('UNAVAILABLE', {
+            status: 502,
+            message: `upstream redirected more than ${maxRedirects} times`,
+          });
+        }
+        const next = new URL(location, url);
+        if (next.protocol !== 'http:' && next.protocol !== 'https:') {
+          throw new RegistryError('UNAVAILABLE', {
+            status: 502,
+            message: 'upstream redirected to a non-HTTP URL',
+          });
+        }
+        // The registry's token is for the registry only: a CDN gets a signed URL and no credentials.
+        if (next.origin !== origin) {
+          headers = Object.fromEntries(Object.entries(headers).filter(([k]) => k !== 'authorization'));
+        }
+        url = next;
+      }
+    },
+    close: () => agent.close(),
+  };
+}
