@@ -1,0 +1,51 @@
+/**
+ * Docxy started in the test process on 127.0.0.1 port 0, with its log lines captured so tests can
+ * assert on them (cache results, no credentials). Real clients reach it over TCP like any other
+ * server; tests must therefore drive those clients asynchronously.
+ */
+import { Writable } from 'node:stream';
+import { createApp, type App } from '../../src/app.ts';
+import { deepMerge, validateConfig } from '../../src/config/load.ts';
+import type { ConfigInput } from '../../src/config/schema.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+
+export interface TestDocxy {
+  readonly app: App;
+  readonly url: string;
+  readonly port: number;
+  /** `127.0.0.1:PORT`, as clients name the mirror. */
+  readonly hostPort: string;
+  /** Every log line so far, parsed. */
+  logs(): Record<string, unknown>[];
+  /** The raw log text, for greps (e.g. that no credential appears). */
+  logText(): string;
+  /** The per-request log lines (msg "request"). */
+  requestLogs(): Record<string, unknown>[];
+  stop(): Promise<void>;
+}
+
+export async function startDocxy(config: ConfigInput): Promise<TestDocxy> {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString('utf8').split('\n')) if (l.trim() !== '') lines.push(l);
+      cb();
+    },
+  });
+  const base = { listen: '127.0.0.1:0', log_level: 'info' };
+  const cfg = validateConfig(deepMerge(base, config), 'test');
+  const app = createApp(cfg, createLogger(cfg.log_level, sink));
+  const url = await app.listen();
+  const port = Number(new URL(url).port);
+  const parsed = (): Record<string, unknown>[] => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+  return {
+    app,
+    url,
+    port,
+    hostPort: `127.0.0.1:${port}`,
+    logs: parsed,
+    logText: () => lines.join('\n'),
+    requestLogs: () => parsed().filter((l) => l.msg === 'request'),
+    stop: () => app.close(),
+  };
+}
