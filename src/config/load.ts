@@ -100,6 +100,7 @@ export interface Flags {
   publicUrl?: string;
   upstream?: string;
   logLevel?: string;
+  data?: string;
 }
 
 export function flagOverrides(flags: Flags): Tree {
@@ -108,6 +109,7 @@ export function flagOverrides(flags: Flags): Tree {
   if (flags.publicUrl !== undefined) tree.public_url = flags.publicUrl;
   if (flags.logLevel !== undefined) tree.log_level = flags.logLevel;
   if (flags.upstream !== undefined) tree.upstream = { url: flags.upstream };
+  if (flags.data !== undefined) tree.data = flags.data;
   return tree;
 }
 

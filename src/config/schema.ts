@@ -3,7 +3,7 @@
  * the key path (zod's issue path), e.g. `upstream.url: must be an http(s) URL`.
  */
 import { z } from 'zod';
-import { parseDuration } from './units.ts';
+import { parseDuration, parseSize } from './units.ts';
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const ms = parseDuration(v);
@@ -13,6 +13,17 @@ const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   }
   return ms;
 });
+
+const size = z
+  .union([z.string(), z.number()])
+  .transform((v, ctx) => {
+    const bytes = parseSize(v);
+    if (bytes === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'must be a size such as 1048576, 512MiB or 50GiB' });
+      return z.NEVER;
+    }
+    return bytes;
+  });
 
 const httpUrl = z
   .string()
@@ -50,6 +61,25 @@ export const upstreamSchema = z
       .default(true)
       .describe('map one-component names to library/<name>, as Docker Hub names official images'),
     timeouts: timeoutsSchema.default({ connect: 10_000, headers: 30_000, idle: 60_000 }),
+    tag_ttl: duration.default(300_000).describe('a cached tag is answered without asking the upstream for this long'),
+    credentials: z
+      .object({ username: z.string().min(1), password: z.string() })
+      .strict()
+      .optional()
+      .describe("Docxy's own upstream account for filling the cache (default: anonymous)"),
+  })
+  .strict();
+
+export const cacheSchema = z
+  .object({
+    enabled: z.boolean().default(true).describe('false: relay only, store nothing'),
+    max_size: size.default(50 * 1024 ** 3).describe('evict least recently used objects above this many bytes'),
+    max_stale: duration
+      .default(0)
+      .describe('serve a cached tag this long past its TTL when the upstream fails (0 = without limit)'),
+    fill_timeout: duration.default(1_800_000).describe('one upstream download into the cache must end within this'),
+    resume_retries: z.number().int().min(0).max(20).default(3).describe('upstream Range resumes of a broken blob download'),
+    resume_backoff: duration.default(500).describe('first wait before a resume; doubles each time'),
   })
   .strict();
 
@@ -60,16 +90,27 @@ export const configSchema = z
       .optional()
       .describe('the URL clients reach Docxy at; every URL Docxy emits (token realm) is built from it'),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    data: z.string().min(1).default('./data').describe('the data directory: the filesystem cache lives here'),
     upstream: upstreamSchema.default({
       url: 'https://registry-1.docker.io',
       library_prefix: true,
       timeouts: { connect: 10_000, headers: 30_000, idle: 60_000 },
+      tag_ttl: 300_000,
+    }),
+    cache: cacheSchema.default({
+      enabled: true,
+      max_size: 50 * 1024 ** 3,
+      max_stale: 0,
+      fill_timeout: 1_800_000,
+      resume_retries: 3,
+      resume_backoff: 500,
     }),
   })
   .strict();
 
 export type Config = z.output<typeof configSchema>;
 export type UpstreamConfig = Config['upstream'];
+export type CacheConfig = Config['cache'];
 export type ConfigInput = z.input<typeof configSchema>;
 
 /** Turns zod issues into `path: message` lines. */

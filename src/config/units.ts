@@ -14,3 +14,24 @@ export function parseDuration(v: string | number): number | undefined {
   const unit = durationUnits[m[2] ?? 'ms'];
   return unit === undefined ? undefined : Math.round(Number(m[1]) * unit);
 }
+
+/** Byte sizes: a number of bytes, or `512MiB`, `50GiB`, `1TB` (binary KiB/MiB/GiB/TiB, decimal KB/MB/GB/TB). */
+const sizeUnits: Readonly<Record<string, number>> = {
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+  tib: 1024 ** 4,
+};
+
+export function parseSize(v: string | number): number | undefined {
+  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? Math.floor(v) : undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(v);
+  if (!m?.[1]) return undefined;
+  const unit = sizeUnits[(m[2] ?? '').toLowerCase() || 'b'];
+  return unit === undefined ? undefined : Math.floor(Number(m[1]) * unit);
+}

@@ -74,16 +74,16 @@ export async function relay(
     raw.end();
     return;
   }
-  let bytes = 0;
+  // Counted as they pass, so the log line (written when the response closes) has the total.
+  const ctx = request.ctx;
+  ctx.bytes = 0;
   res.body.on('data', (chunk: Buffer) => {
-    bytes += chunk.length;
+    ctx.bytes = (ctx.bytes ?? 0) + chunk.length;
   });
   try {
     await pipeline(res.body, raw, { signal: opts.abort.signal });
   } catch (err) {
-    request.ctx.error = err instanceof Error ? err.message : String(err);
+    ctx.error = err instanceof Error ? err.message : String(err);
     raw.destroy();
-  } finally {
-    request.ctx.bytes = bytes;
   }
 }

@@ -8,6 +8,7 @@
 import type { Readable } from 'node:stream';
 import { Agent, errors as undiciErrors, type Dispatcher } from 'undici';
 import { RegistryError } from '../registry/errors.ts';
+import { discard } from './body.ts';
 
 export type Headers = Record<string, string | string[] | undefined>;
 
@@ -121,7 +122,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
         if (!redirectStatuses.has(res.statusCode) || location === undefined || req.method === 'POST') {
           return { status: res.statusCode, headers: res.headers, body: res.body, url: url.href };
         }
-        res.body.destroy();
+        discard(res.body);
         if (hop >= maxRedirects) {
           throw new RegistryError('UNAVAILABLE', {
             status: 502,

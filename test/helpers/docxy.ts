@@ -11,7 +11,10 @@ import { createLogger } from '../../src/observability/logger.ts';
 
 export interface TestDocxy {
   readonly app: App;
+  /** Where the test reaches it (the bound loopback address). */
   readonly url: string;
+  /** The public URL Docxy builds realms from (configured, or the bound address). */
+  readonly publicUrl: string;
   readonly port: number;
   /** `127.0.0.1:PORT`, as clients name the mirror. */
   readonly hostPort: string;
@@ -35,12 +38,16 @@ export async function startDocxy(config: ConfigInput): Promise<TestDocxy> {
   const base = { listen: '127.0.0.1:0', log_level: 'info' };
   const cfg = validateConfig(deepMerge(base, config), 'test');
   const app = createApp(cfg, createLogger(cfg.log_level, sink));
-  const url = await app.listen();
-  const port = Number(new URL(url).port);
+  const publicUrl = await app.listen();
+  const address = app.server.server.address();
+  if (address === null || typeof address === 'string') throw new Error('docxy is not listening on TCP');
+  const port = address.port;
+  const url = `http://127.0.0.1:${port}`;
   const parsed = (): Record<string, unknown>[] => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
   return {
     app,
     url,
+    publicUrl,
     port,
     hostPort: `127.0.0.1:${port}`,
     logs: parsed,
