@@ -11,6 +11,15 @@ import { registerV2Routes } from './http/routes/v2.ts';
 import type { Logger } from './observability/logger.ts';
 import { createRegistryClient } from './upstream/registry-client.ts';
 import { createTokenRealmCache } from './upstream/token-realm.ts';
+import { createUpstreamAuth } from './upstream/upstream-auth.ts';
+import { createFilesystemDriver } from './storage/filesystem/filesystem-driver.ts';
+import type { StorageDriver } from './storage/driver.ts';
+import { createFlights } from './coordination/single-flight.ts';
+import { createBlobService } from './cache/blob-service.ts';
+import { canonicalAccept, createManifestService } from './cache/manifest-service.ts';
+import { createTagPolicy } from './cache/tag-policy.ts';
+import type { BlobFill } from './cache/blob-fill.ts';
+import type { UpstreamResponse } from './upstream/registry-client.ts';
 
 export interface App {
   readonly server: FastifyInstance;
@@ -45,20 +54,70 @@ export function createApp(config: Config, log: Logger): App {
     return publicUrl;
   };
 
+  const cacheOn = config.cache.enabled;
+  const storage: StorageDriver | undefined = cacheOn ? createFilesystemDriver(config.data) : undefined;
+  let cache: Parameters<typeof registerV2Routes>[1]['cache'];
+  if (storage !== undefined) {
+    const auth = createUpstreamAuth({ client, realms, credentials: config.upstream.credentials });
+    const scope = (name: string): string => `repository:${name}:pull`;
+    const blobs = createBlobService({
+      storage,
+      flights: createFlights<Promise<BlobFill | UpstreamResponse>>(),
+      fetch: ({ method, name, digest, start, signal }) =>
+        auth.request(
+          {
+            method,
+            url: `/v2/${name}/blobs/${digest}`,
+            headers: start ? { range: `bytes=${start}-` } : {},
+            signal,
+          },
+          scope(name),
+        ),
+      log: log.child({ module: 'blobs' }),
+      fillTimeoutMs: config.cache.fill_timeout,
+      resumeRetries: config.cache.resume_retries,
+      resumeBackoffMs: config.cache.resume_backoff,
+    });
+    const manifests = createManifestService({
+      storage,
+      upstream: upstreamName,
+      fetch: ({ method, name, reference }) =>
+        auth.request(
+          { method, url: `/v2/${name}/manifests/${reference}`, headers: { accept: canonicalAccept } },
+          scope(name),
+        ),
+      policy: createTagPolicy({ ttlMs: config.upstream.tag_ttl, maxStaleMs: config.cache.max_stale }),
+      log: log.child({ module: 'manifests' }),
+    });
+    cache = { blobs, manifests };
+  }
+
   registerHealthRoute(server);
-  registerTokenRoute(server, { client, realms, upstreamName, libraryPrefix: config.upstream.library_prefix });
+  registerTokenRoute(server, {
+    client,
+    realms,
+    upstreamName,
+    libraryPrefix: config.upstream.library_prefix,
+    staleTokens: cacheOn,
+  });
   registerV2Routes(server, {
     client,
     realms,
     upstreamName,
     libraryPrefix: config.upstream.library_prefix,
     publicUrl: publicUrlOf,
+    cache,
   });
 
   return {
     server,
     publicUrl: publicUrlOf,
     async listen() {
+      if (storage !== undefined) {
+        // Leftovers of a crash mid-fill were never committed: remove them before serving.
+        const removed = await storage.cleanupTemporary();
+        if (removed > 0) log.info({ removed }, 'removed unfinished cache writes from a previous run');
+      }
       const { host, port } = splitHostPort(config.listen);
       await server.listen({ host, port });
       const address = server.server.address() as AddressInfo;

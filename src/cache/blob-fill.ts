@@ -63,7 +63,10 @@ function bodyFrom(res: UpstreamResponse, start: number): AsyncIterable<Buffer> {
   }
   if (res.status === 200) return skipBytes(res.body, start);
   discard(res.body);
-  throw new RegistryError('UNAVAILABLE', { status: 502, message: `upstream answered ${res.status} to a resume request` });
+  throw new RegistryError('UNAVAILABLE', {
+    status: 502,
+    message: `upstream answered ${res.status} to a resume request`,
+  });
 }
 
 export class BlobFill {
@@ -128,7 +131,10 @@ export class BlobFill {
               await writer.write(chunk);
             } catch (err) {
               // Disk full or similar: stop caching, let every follower fetch the rest itself.
-              log.warn({ digest: digest.value, err: (err as Error).message }, 'cache write failed; relaying without caching');
+              log.warn(
+                { digest: digest.value, err: (err as Error).message },
+                'cache write failed; relaying without caching',
+              );
               this.#state = 'detached';
               this.#abort.abort();
               await writer.cancel();
@@ -142,18 +148,29 @@ export class BlobFill {
           if (this.#abort.signal.aborted) throw this.#abort.signal.reason ?? err;
           if (attempt >= this.#opts.resumeRetries) throw err;
           attempt++;
-          log.warn({ digest: digest.value, at: this.#written, attempt, err: (err as Error).message }, 'upstream body broke; resuming');
-          await sleep(this.#opts.resumeBackoffMs * 2 ** (attempt - 1), undefined, { signal: this.#abort.signal });
+          log.warn(
+            { digest: digest.value, at: this.#written, attempt, err: (err as Error).message },
+            'upstream body broke; resuming',
+          );
+          await sleep(this.#opts.resumeBackoffMs * 2 ** (attempt - 1), undefined, {
+            signal: this.#abort.signal,
+          });
           const res = await this.#opts.fetch({ start: this.#written, signal: this.#abort.signal });
           body = bodyFrom(res, this.#written);
         }
       }
       if (this.size !== undefined && this.#written !== this.size) {
-        throw new RegistryError('SIZE_INVALID', { status: 502, message: `upstream sent ${this.#written} of ${this.size} bytes` });
+        throw new RegistryError('SIZE_INVALID', {
+          status: 502,
+          message: `upstream sent ${this.#written} of ${this.size} bytes`,
+        });
       }
       const actual = hash.digest('hex');
       if (actual !== digest.hex) {
-        throw new RegistryError('DIGEST_INVALID', { status: 502, message: `upstream content does not match ${digest.value}` });
+        throw new RegistryError('DIGEST_INVALID', {
+          status: 502,
+          message: `upstream content does not match ${digest.value}`,
+        });
       }
       try {
         await writer.commit();
@@ -166,7 +183,10 @@ export class BlobFill {
     } catch (err) {
       this.#state = 'failed';
       this.#error = err;
-      log.warn({ digest: digest.value, written: this.#written, err: (err as Error).message }, 'cache fill failed');
+      log.warn(
+        { digest: digest.value, written: this.#written, err: (err as Error).message },
+        'cache fill failed',
+      );
       await writer.cancel();
     } finally {
       clearTimeout(timer);
@@ -200,7 +220,8 @@ export class BlobFill {
   async *#generate(start: number, end: number | undefined): AsyncGenerator<Buffer> {
     let pos = start;
     for (;;) {
-      const limit = end ?? this.size ?? (this.#state === 'complete' ? this.#written : Number.POSITIVE_INFINITY);
+      const limit =
+        end ?? this.size ?? (this.#state === 'complete' ? this.#written : Number.POSITIVE_INFINITY);
       if (pos >= limit) return;
       if (this.#state === 'failed') throw this.#error;
       const avail = Math.min(this.#written, limit);

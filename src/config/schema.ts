@@ -14,16 +14,14 @@ const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   return ms;
 });
 
-const size = z
-  .union([z.string(), z.number()])
-  .transform((v, ctx) => {
-    const bytes = parseSize(v);
-    if (bytes === undefined) {
-      ctx.addIssue({ code: 'custom', message: 'must be a size such as 1048576, 512MiB or 50GiB' });
-      return z.NEVER;
-    }
-    return bytes;
-  });
+const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const bytes = parseSize(v);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'must be a size such as 1048576, 512MiB or 50GiB' });
+    return z.NEVER;
+  }
+  return bytes;
+});
 
 const httpUrl = z
   .string()
@@ -61,7 +59,9 @@ export const upstreamSchema = z
       .default(true)
       .describe('map one-component names to library/<name>, as Docker Hub names official images'),
     timeouts: timeoutsSchema.default({ connect: 10_000, headers: 30_000, idle: 60_000 }),
-    tag_ttl: duration.default(300_000).describe('a cached tag is answered without asking the upstream for this long'),
+    tag_ttl: duration
+      .default(300_000)
+      .describe('a cached tag is answered without asking the upstream for this long'),
     credentials: z
       .object({ username: z.string().min(1), password: z.string() })
       .strict()
@@ -73,12 +73,22 @@ export const upstreamSchema = z
 export const cacheSchema = z
   .object({
     enabled: z.boolean().default(true).describe('false: relay only, store nothing'),
-    max_size: size.default(50 * 1024 ** 3).describe('evict least recently used objects above this many bytes'),
+    max_size: size
+      .default(50 * 1024 ** 3)
+      .describe('evict least recently used objects above this many bytes'),
     max_stale: duration
       .default(0)
       .describe('serve a cached tag this long past its TTL when the upstream fails (0 = without limit)'),
-    fill_timeout: duration.default(1_800_000).describe('one upstream download into the cache must end within this'),
-    resume_retries: z.number().int().min(0).max(20).default(3).describe('upstream Range resumes of a broken blob download'),
+    fill_timeout: duration
+      .default(1_800_000)
+      .describe('one upstream download into the cache must end within this'),
+    resume_retries: z
+      .number()
+      .int()
+      .min(0)
+      .max(20)
+      .default(3)
+      .describe('upstream Range resumes of a broken blob download'),
     resume_backoff: duration.default(500).describe('first wait before a resume; doubles each time'),
   })
   .strict();

@@ -3,7 +3,8 @@
  * downloads with them (FACTS.md). Several ranges are not supported: the whole body is sent, as the
  * RFC allows a server to ignore Range.
  */
-export type RangeResult = { kind: 'full' } | { kind: 'partial'; start: number; end: number } | { kind: 'unsatisfiable' };
+export type RangeResult =
+  { kind: 'full' } | { kind: 'partial'; start: number; end: number } | { kind: 'unsatisfiable' };
 
 /** `end` is exclusive. `size` is the representation's length. */
 export function parseRange(header: string | undefined, size: number): RangeResult {

@@ -20,7 +20,8 @@ export const paths = {
   manifest: (digest: string): string => digestPath('manifests', digest),
   /** `_tag` cannot be a name component (components start with [a-z0-9]), so names and tags never collide. */
   tag: (upstream: string, name: string, tag: string): string => `tags/${upstream}/${name}/_tag/${tag}`,
-  tagsOf: (upstream: string, name?: string): string => (name === undefined ? `tags/${upstream}/` : `tags/${upstream}/${name}/_tag/`),
+  tagsOf: (upstream: string, name?: string): string =>
+    name === undefined ? `tags/${upstream}/` : `tags/${upstream}/${name}/_tag/`,
   challenge: (upstream: string): string => `upstreams/${upstream}/challenge`,
   /** Parses a blob or manifest key back to its digest. */
   digestOf(key: string): string | undefined {
@@ -30,6 +31,8 @@ export const paths = {
   /** Parses a tag key back to upstream, name and tag. */
   tagOf(key: string): { upstream: string; name: string; tag: string } | undefined {
     const m = /^tags\/([^/]+)\/(.+)\/_tag\/([^/]+)$/.exec(key);
-    return m?.[1] !== undefined && m[2] !== undefined && m[3] !== undefined ? { upstream: m[1], name: m[2], tag: m[3] } : undefined;
+    return m?.[1] !== undefined && m[2] !== undefined && m[3] !== undefined
+      ? { upstream: m[1], name: m[2], tag: m[3] }
+      : undefined;
   },
 };

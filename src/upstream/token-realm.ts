@@ -16,6 +16,8 @@ export interface TokenRealm {
 export interface TokenRealmCache {
   /** The upstream's token service, discovered once and kept for `ttlMs`. */
   get(): Promise<TokenRealm>;
+  /** The last discovered answer, however old, without asking the upstream. */
+  known(): TokenRealm | undefined;
   /** Records a challenge seen on any upstream response, so discovery needs no extra request. */
   observe(header: string | undefined): void;
 }
@@ -51,10 +53,17 @@ export function createTokenRealmCache(client: RegistryClient, ttlMs = 3_600_000)
       inflight ??= discover().finally(() => {
         inflight = undefined;
       });
-      const value = await inflight;
-      cached = { value, until: Date.now() + ttlMs };
-      return value;
+      try {
+        const value = await inflight;
+        cached = { value, until: Date.now() + ttlMs };
+        return value;
+      } catch (err) {
+        // The upstream is down: what it said last is still the best answer (serve-stale).
+        if (cached) return cached.value;
+        throw err;
+      }
     },
+    known: () => cached?.value,
     observe(header) {
       if (header === undefined) return;
       const value = fromHeader(header);

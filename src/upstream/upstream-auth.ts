@@ -55,10 +55,24 @@ export function createUpstreamAuth(opts: {
         message: `upstream token service answered ${res.status}`,
       });
     }
-    const json = JSON.parse(body.toString('utf8')) as { token?: unknown; access_token?: unknown; expires_in?: unknown };
-    const token = typeof json.token === 'string' ? json.token : typeof json.access_token === 'string' ? json.access_token : undefined;
-    if (token === undefined) throw new RegistryError('UNAVAILABLE', { status: 502, message: 'upstream token service sent no token' });
-    const expires = typeof json.expires_in === 'number' && json.expires_in > 0 ? json.expires_in : defaultExpiresSec;
+    const json = JSON.parse(body.toString('utf8')) as {
+      token?: unknown;
+      access_token?: unknown;
+      expires_in?: unknown;
+    };
+    const token =
+      typeof json.token === 'string'
+        ? json.token
+        : typeof json.access_token === 'string'
+          ? json.access_token
+          : undefined;
+    if (token === undefined)
+      throw new RegistryError('UNAVAILABLE', {
+        status: 502,
+        message: 'upstream token service sent no token',
+      });
+    const expires =
+      typeof json.expires_in === 'number' && json.expires_in > 0 ? json.expires_in : defaultExpiresSec;
     return { token, until: Date.now() + Math.max(expires * 1000 - renewBeforeMs, expires * 500) };
   }
 
@@ -85,7 +99,8 @@ export function createUpstreamAuth(opts: {
         const headers = { ...req.headers };
         if (auth !== undefined) headers.authorization = auth;
         const res = await opts.client.request({ ...req, headers });
-        if (res.status !== 401 || attempt > 0 || auth === undefined || !auth.startsWith('Bearer ')) return res;
+        if (res.status !== 401 || attempt > 0 || auth === undefined || !auth.startsWith('Bearer '))
+          return res;
         res.body.resume();
         tokens.delete(scope);
       }

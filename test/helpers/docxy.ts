@@ -8,6 +8,7 @@ import { createApp, type App } from '../../src/app.ts';
 import { deepMerge, validateConfig } from '../../src/config/load.ts';
 import type { ConfigInput } from '../../src/config/schema.ts';
 import { createLogger } from '../../src/observability/logger.ts';
+import { makeTmpDir } from './tmp.ts';
 
 export interface TestDocxy {
   readonly app: App;
@@ -24,6 +25,9 @@ export interface TestDocxy {
   logText(): string;
   /** The per-request log lines (msg "request"). */
   requestLogs(): Record<string, unknown>[];
+  /** The cache directory in use. */
+  readonly dataDir: string;
+  /** Stops Docxy and removes the cache directory it was given by default. */
   stop(): Promise<void>;
 }
 
@@ -35,7 +39,9 @@ export async function startDocxy(config: ConfigInput): Promise<TestDocxy> {
       cb();
     },
   });
-  const base = { listen: '127.0.0.1:0', log_level: 'info' };
+  // Each instance gets its own cache directory unless the test names one (restart tests do).
+  const dataDir = config.data === undefined ? makeTmpDir('data') : undefined;
+  const base = { listen: '127.0.0.1:0', log_level: 'info', data: dataDir?.path };
   const cfg = validateConfig(deepMerge(base, config), 'test');
   const app = createApp(cfg, createLogger(cfg.log_level, sink));
   const publicUrl = await app.listen();
@@ -53,6 +59,10 @@ export async function startDocxy(config: ConfigInput): Promise<TestDocxy> {
     logs: parsed,
     logText: () => lines.join('\n'),
     requestLogs: () => parsed().filter((l) => l.msg === 'request'),
-    stop: () => app.close(),
+    dataDir: cfg.data,
+    async stop() {
+      await app.close();
+      dataDir?.remove();
+    },
   };
 }

@@ -52,7 +52,7 @@ describe('seed proxy protocol', () => {
   });
 
   it('builds the realm from the configured public URL, never from a forged Host header', async () => {
-    const res = await httpGet(`${forged.url}/v2/library/tiny/manifests/1`, {
+    const res = await httpGet(`${forged.url}/v2/`, {
       headers: { host: 'evil.example' },
     });
     assert.equal(res.status, 401);

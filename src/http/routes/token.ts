@@ -7,7 +7,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../../registry/errors.ts';
 import { mapScope } from '../../routing/library-prefix.ts';
-import { readCapped } from '../../upstream/body.ts';
+import { randomBytes } from 'node:crypto';
+import { discard, readCapped } from '../../upstream/body.ts';
+import { ownTokenPrefix } from './v2.ts';
 import { headerValue, type RegistryClient } from '../../upstream/registry-client.ts';
 import type { TokenRealmCache } from '../../upstream/token-realm.ts';
 import { version } from '../../version.ts';
@@ -17,6 +19,8 @@ export interface TokenRouteDeps {
   readonly realms: TokenRealmCache;
   readonly upstreamName: string;
   readonly libraryPrefix: boolean;
+  /** Issue stand-in tokens when the upstream token service fails (the cache is on). */
+  readonly staleTokens: boolean;
 }
 
 /** Token JSON is small; anything larger is not a token response. */
@@ -36,10 +40,35 @@ function mapParams(
   return out;
 }
 
+/**
+ * While the upstream's token service cannot be reached, clients still need a token to ask for
+ * what the cache holds. Docxy hands out its own: it is never sent upstream and grants only what
+ * the cache serves anyway (public content fetched with Docxy's own identity).
+ */
+function standInToken(request: FastifyRequest, reply: FastifyReply, why: string): FastifyReply {
+  request.ctx.cache = 'stale';
+  request.log.warn(
+    { why },
+    'upstream token service unavailable; issuing a stand-in token for cached content',
+  );
+  const token = `${ownTokenPrefix}${randomBytes(24).toString('base64url')}`;
+  return reply
+    .code(200)
+    .type('application/json')
+    .send({ token, access_token: token, expires_in: 300, issued_at: new Date().toISOString() });
+}
+
 export function registerTokenRoute(app: FastifyInstance, deps: TokenRouteDeps): void {
   async function handle(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     request.ctx.upstream = deps.upstreamName;
-    const realm = await deps.realms.get();
+    let realm;
+    try {
+      realm = await deps.realms.get();
+    } catch (err) {
+      if (deps.staleTokens && err instanceof RegistryError && err.status >= 502)
+        return standInToken(request, reply, err.message);
+      throw err;
+    }
     if (realm.kind !== 'bearer' || realm.realm === undefined) {
       throw new RegistryError('NOT_FOUND', { message: 'the upstream registry has no token service' });
     }
@@ -62,12 +91,23 @@ export function registerTokenRoute(app: FastifyInstance, deps: TokenRouteDeps): 
       body = mapParams(new URLSearchParams(form), deps.libraryPrefix, realm.service).toString();
       headers['content-type'] = 'application/x-www-form-urlencoded';
     }
-    const res = await deps.client.request({
-      method: request.method === 'POST' ? 'POST' : 'GET',
-      url: target.href,
-      headers,
-      body,
-    });
+    let res;
+    try {
+      res = await deps.client.request({
+        method: request.method === 'POST' ? 'POST' : 'GET',
+        url: target.href,
+        headers,
+        body,
+      });
+    } catch (err) {
+      if (deps.staleTokens && err instanceof RegistryError && err.status >= 502)
+        return standInToken(request, reply, err.message);
+      throw err;
+    }
+    if (deps.staleTokens && (res.status >= 500 || res.status === 429)) {
+      discard(res.body);
+      return standInToken(request, reply, `token service answered ${res.status}`);
+    }
     const bytes = await readCapped(res.body, maxTokenResponse, 'token response');
     const type = headerValue(res.headers, 'content-type') ?? 'application/json';
     const out = reply.code(res.status).type(type);

@@ -8,9 +8,14 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../../registry/errors.ts';
 import { maxManifestBytes } from '../../registry/media-types.ts';
-import { parseV2Path } from '../../registry/reference.ts';
+import { parseDigest, parseV2Path, type V2Route } from '../../registry/reference.ts';
 import { withLibraryPrefix } from '../../routing/library-prefix.ts';
-import { readCapped } from '../../upstream/body.ts';
+import { discard, readCapped } from '../../upstream/body.ts';
+import type { BlobService } from '../../cache/blob-service.ts';
+import type { ManifestService } from '../../cache/manifest-service.ts';
+import type { CacheReply } from '../../cache/reply.ts';
+import { acceptList } from '../../cache/tag-policy.ts';
+import { pipeline } from 'node:stream/promises';
 import { headerValue, type RegistryClient, type UpstreamResponse } from '../../upstream/registry-client.ts';
 import type { TokenRealmCache } from '../../upstream/token-realm.ts';
 import { version } from '../../version.ts';
@@ -24,6 +29,8 @@ export interface V2RouteDeps {
   readonly libraryPrefix: boolean;
   /** The public base URL (known once the listener is bound when not configured). */
   readonly publicUrl: () => string;
+  /** The pull-through cache; absent when `cache.enabled` is false (plain relay). */
+  readonly cache?: { readonly blobs: BlobService; readonly manifests: ManifestService };
 }
 
 /** Request headers forwarded upstream: credentials, content negotiation and conditional/range GETs. */
@@ -78,43 +85,46 @@ async function headFromGet(
   };
 }
 
+/** Docxy's own stand-in tokens (issued while the upstream's token service is down) are never sent upstream. */
+export const ownTokenPrefix = 'docxy.';
+
+function headerString(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function clientCredentials(request: FastifyRequest): string | undefined {
+  const auth = request.headers.authorization;
+  if (auth === undefined || auth.startsWith(`Bearer ${ownTokenPrefix}`)) return undefined;
+  return auth;
+}
+
 export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void {
   const upstreamOrigin = new URL(deps.client.baseUrl).origin;
 
-  async function handle(request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const path = request.url.split('?')[0] ?? '';
-    const route = parseV2Path(path);
-    request.ctx.upstream = deps.upstreamName;
-    const method = request.method === 'HEAD' ? 'HEAD' : 'GET';
-    let url: string;
-    switch (route.kind) {
-      case 'base':
-        url = '/v2/';
-        break;
-      case 'manifest':
-        url = `/v2/${withLibraryPrefix(route.name, deps.libraryPrefix)}/manifests/${route.reference}`;
-        break;
-      case 'blob':
-        url = `/v2/${withLibraryPrefix(route.name, deps.libraryPrefix)}/blobs/${route.digest}`;
-        break;
-      case 'tags':
-        url = `/v2/${withLibraryPrefix(route.name, deps.libraryPrefix)}/tags/list${forwardQuery(request.url, ['n', 'last'])}`;
-        break;
-      case 'referrers':
-        url = `/v2/${withLibraryPrefix(route.name, deps.libraryPrefix)}/referrers/${route.digest}${forwardQuery(request.url, ['artifactType'])}`;
-        break;
-      case 'upload':
-      case 'catalog':
-        throw new RegistryError('UNSUPPORTED', {
-          message: 'Docxy is a read-only pull-through mirror; this endpoint is not supported',
-        });
-    }
+  function relayOptions(abort: AbortController): Parameters<typeof relay>[3] {
+    const publicUrl = deps.publicUrl();
+    return { realm: `${publicUrl}/auth/token`, publicUrl, upstreamOrigin, abort };
+  }
 
+  function abortOnClose(reply: FastifyReply): AbortController {
     const abort = new AbortController();
     reply.raw.once('close', () => {
       if (!reply.raw.writableFinished) abort.abort();
     });
+    return abort;
+  }
+
+  /** The seed's relay: the client's own credentials and Accept, the upstream's answer as it is. */
+  async function passThrough(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    route: V2Route,
+    url: string,
+    abort: AbortController,
+  ): Promise<void> {
+    const method = request.method === 'HEAD' ? 'HEAD' : 'GET';
     const headers = upstreamHeaders(request);
+    if (headers.authorization?.startsWith(`Bearer ${ownTokenPrefix}`) === true) delete headers.authorization;
     let res = await deps.client.request({ method, url, headers, signal: abort.signal });
     if (
       route.kind === 'manifest' &&
@@ -123,12 +133,168 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
       (headerValue(res.headers, 'content-length') === undefined ||
         headerValue(res.headers, 'docker-content-digest') === undefined)
     ) {
-      res.body.resume();
+      discard(res.body);
       res = await headFromGet(deps, url, headers, abort.signal);
     }
     if (res.status === 401) deps.realms.observe(headerValue(res.headers, 'www-authenticate'));
-    const publicUrl = deps.publicUrl();
-    await relay(request, reply, res, { realm: `${publicUrl}/auth/token`, publicUrl, upstreamOrigin, abort });
+    await relay(request, reply, res, relayOptions(abort));
+  }
+
+  /** `/v2/` while the upstream is down: the challenge it gave last, or an anonymous welcome. */
+  function staleBase(reply: FastifyReply): FastifyReply {
+    const realm = deps.realms.known();
+    const out = reply.header('docker-distribution-api-version', 'registry/2.0').type('application/json');
+    if (realm?.kind === 'bearer') {
+      const service = realm.service === undefined ? '' : `,service="${realm.service}"`;
+      return out
+        .code(401)
+        .header('www-authenticate', `Bearer realm="${deps.publicUrl()}/auth/token"${service}`)
+        .send(new RegistryError('UNAUTHORIZED').toBody());
+    }
+    return out.code(200).send({});
+  }
+
+  async function writeCacheReply(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    answer: CacheReply,
+    fallback: () => Promise<void>,
+    abort: AbortController,
+  ): Promise<void> {
+    if (answer.kind === 'upstream') {
+      const status = answer.response.status;
+      // Docxy's identity was refused (private repository): the client's own credentials may do.
+      if ((status === 401 || status === 403) && clientCredentials(request) !== undefined) {
+        discard(answer.response.body);
+        request.ctx.cache = 'bypass';
+        await fallback();
+        return;
+      }
+      if (status === 401) deps.realms.observe(headerValue(answer.response.headers, 'www-authenticate'));
+      await relay(request, reply, answer.response, relayOptions(abort));
+      return;
+    }
+    request.ctx.cache = answer.cache;
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(answer.status, { ...answer.headers, 'docker-distribution-api-version': 'registry/2.0' });
+    const body = answer.body;
+    if (body === undefined || request.method === 'HEAD') {
+      if (body !== undefined && !Buffer.isBuffer(body)) body.destroy();
+      raw.end();
+      return;
+    }
+    if (Buffer.isBuffer(body)) {
+      request.ctx.bytes = body.length;
+      raw.end(body);
+      return;
+    }
+    const ctx = request.ctx;
+    ctx.bytes = 0;
+    body.on('data', (chunk: Buffer) => {
+      ctx.bytes = (ctx.bytes ?? 0) + chunk.length;
+    });
+    try {
+      await pipeline(body, raw, { signal: abort.signal });
+    } catch (err) {
+      ctx.error = err instanceof Error ? err.message : String(err);
+      raw.destroy();
+    }
+  }
+
+  async function handle(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const path = request.url.split('?')[0] ?? '';
+    const route = parseV2Path(path);
+    request.ctx.upstream = deps.upstreamName;
+    const method = request.method === 'HEAD' ? 'HEAD' : 'GET';
+    const name = 'name' in route ? withLibraryPrefix(route.name, deps.libraryPrefix) : '';
+    let url: string;
+    switch (route.kind) {
+      case 'base':
+        url = '/v2/';
+        break;
+      case 'manifest':
+        url = `/v2/${name}/manifests/${route.reference}`;
+        break;
+      case 'blob':
+        url = `/v2/${name}/blobs/${route.digest}`;
+        break;
+      case 'tags':
+        url = `/v2/${name}/tags/list${forwardQuery(request.url, ['n', 'last'])}`;
+        break;
+      case 'referrers':
+        url = `/v2/${name}/referrers/${route.digest}${forwardQuery(request.url, ['artifactType'])}`;
+        break;
+      case 'upload':
+      case 'catalog':
+        throw new RegistryError('UNSUPPORTED', {
+          message: 'Docxy is a read-only pull-through mirror; this endpoint is not supported',
+        });
+    }
+    const abort = abortOnClose(reply);
+    const cache = deps.cache;
+    if (cache === undefined) {
+      await passThrough(request, reply, route, url, abort);
+      return;
+    }
+    const fallback = (): Promise<void> => passThrough(request, reply, route, url, abort);
+
+    switch (route.kind) {
+      case 'manifest': {
+        const answer = await cache.manifests.get({
+          method,
+          name,
+          reference: route.reference,
+          referenceIsDigest: route.referenceIsDigest,
+          accept: acceptList(request.raw.headersDistinct.accept),
+        });
+        if (answer === 'bypass') {
+          request.ctx.cache = 'bypass';
+          await fallback();
+          return;
+        }
+        await writeCacheReply(request, reply, answer, fallback, abort);
+        return;
+      }
+      case 'blob': {
+        const digest = parseDigest(route.digest);
+        if (digest === undefined) throw new RegistryError('DIGEST_INVALID');
+        const answer = await cache.blobs.get({
+          method,
+          name,
+          digest,
+          range: request.headers.range,
+          ifRange: headerString(request.headers['if-range']),
+          ifNoneMatch: request.headers['if-none-match'],
+        });
+        await writeCacheReply(request, reply, answer, fallback, abort);
+        return;
+      }
+      case 'base':
+      case 'tags':
+      case 'referrers':
+        try {
+          await fallback();
+        } catch (err) {
+          if (!(err instanceof RegistryError) || err.status < 502 || reply.sent) throw err;
+          request.ctx.cache = 'stale';
+          if (route.kind === 'base') {
+            staleBase(reply);
+            return;
+          }
+          if (route.kind === 'tags') {
+            const tags = await cache.manifests.cachedTags(name);
+            if (tags.length === 0) throw err;
+            reply
+              .header('docker-distribution-api-version', 'registry/2.0')
+              .type('application/json')
+              .send({ name, tags });
+            return;
+          }
+          throw err;
+        }
+        return;
+    }
   }
 
   app.route({

@@ -1,0 +1,218 @@
+/**
+ * Blobs through the cache: served from storage when present (Range, ETag), otherwise fetched from
+ * the upstream once for every concurrent client (BlobFill), with Docxy's own identity.
+ */
+import type { Logger } from 'pino';
+import type { Flights } from '../coordination/single-flight.ts';
+import { contentRange, parseRange } from '../http/range.ts';
+import { RegistryError } from '../registry/errors.ts';
+import type { Digest } from '../registry/reference.ts';
+import type { StorageDriver } from '../storage/driver.ts';
+import { paths } from '../storage/paths.ts';
+import { discard } from '../upstream/body.ts';
+import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
+import { BlobFill } from './blob-fill.ts';
+import type { CacheReply } from './reply.ts';
+
+export interface BlobRequest {
+  readonly method: 'GET' | 'HEAD';
+  /** The repository name at the upstream (library/ already added). */
+  readonly name: string;
+  readonly digest: Digest;
+  readonly range?: string;
+  readonly ifRange?: string;
+  readonly ifNoneMatch?: string;
+}
+
+/** Fetches a blob from the upstream with Docxy's own identity. */
+export type UpstreamBlobFetch = (req: {
+  method: 'GET' | 'HEAD';
+  name: string;
+  digest: string;
+  start?: number;
+  signal?: AbortSignal;
+}) => Promise<UpstreamResponse>;
+
+export interface BlobService {
+  get(req: BlobRequest): Promise<CacheReply>;
+  /** Digests being filled right now (never evicted). */
+  inFlight(): ReadonlySet<string>;
+}
+
+export interface BlobServiceDeps {
+  readonly storage: StorageDriver;
+  readonly flights: Flights<Promise<BlobFill | UpstreamResponse>>;
+  readonly fetch: UpstreamBlobFetch;
+  readonly log: Logger;
+  readonly fillTimeoutMs: number;
+  readonly resumeRetries: number;
+  readonly resumeBackoffMs: number;
+  /** Called when a blob's bytes are read or written, so eviction sees its use. */
+  readonly onUse?: (key: string) => void;
+}
+
+function blobHeaders(digest: string): Record<string, string> {
+  return {
+    'content-type': 'application/octet-stream',
+    'docker-content-digest': digest,
+    etag: `"${digest}"`,
+    'accept-ranges': 'bytes',
+    // A blob never changes: its name is its digest (Distribution sends the same).
+    'cache-control': 'max-age=31536000',
+  };
+}
+
+function etagMatches(header: string | undefined, digest: string): boolean {
+  if (header === undefined) return false;
+  return header.split(',').some((t) => {
+    const v = t.trim().replace(/^W\//, '');
+    return v === '*' || v === `"${digest}"`;
+  });
+}
+
+/** Applies Range / If-Range / If-None-Match to a blob of known size. */
+function plan(
+  req: BlobRequest,
+  size: number,
+): { status: number; start: number; end: number; headers: Record<string, string> } {
+  const digest = req.digest.value;
+  const headers = blobHeaders(digest);
+  if (etagMatches(req.ifNoneMatch, digest)) return { status: 304, start: 0, end: 0, headers };
+  const rangeHeader = req.ifRange === undefined || req.ifRange === `"${digest}"` ? req.range : undefined;
+  const r = parseRange(rangeHeader, size);
+  if (r.kind === 'unsatisfiable') {
+    throw new RegistryError('RANGE_INVALID', { headers: { 'content-range': `bytes */${size}` } });
+  }
+  if (r.kind === 'partial') {
+    return {
+      status: 206,
+      start: r.start,
+      end: r.end,
+      headers: {
+        ...headers,
+        'content-range': contentRange(r.start, r.end, size),
+        'content-length': String(r.end - r.start),
+      },
+    };
+  }
+  return { status: 200, start: 0, end: size, headers: { ...headers, 'content-length': String(size) } };
+}
+
+export function createBlobService(deps: BlobServiceDeps): BlobService {
+  const { storage, flights, log } = deps;
+
+  async function fromStorage(req: BlobRequest, key: string, size: number): Promise<CacheReply> {
+    const p = plan(req, size);
+    deps.onUse?.(key);
+    void storage.touch(key);
+    if (req.method === 'HEAD' || p.status === 304)
+      return { kind: 'local', status: p.status, headers: p.headers, cache: 'hit' };
+    const body = await storage.get(key, { start: p.start, end: p.end });
+    if (body === undefined) throw new RegistryError('BLOB_UNKNOWN'); // evicted between stat and get: rare
+    return { kind: 'local', status: p.status, headers: p.headers, body, cache: 'hit' };
+  }
+
+  async function startFill(req: BlobRequest, key: string): Promise<BlobFill | UpstreamResponse> {
+    const response = await deps.fetch({ method: 'GET', name: req.name, digest: req.digest.value });
+    if (response.status !== 200) return response;
+    let writer;
+    let reader;
+    try {
+      writer = await storage.createWriter(key);
+      reader = await writer.openPartialReader();
+    } catch (err) {
+      // Storage cannot take it (disk full): the client still gets the bytes, relayed.
+      log.warn({ digest: req.digest.value, err: (err as Error).message }, 'cannot cache blob; relaying');
+      await writer?.cancel();
+      return response;
+    }
+    return new BlobFill({
+      digest: req.digest,
+      writer,
+      reader,
+      response,
+      fetch: ({ start, signal }) =>
+        deps.fetch({ method: 'GET', name: req.name, digest: req.digest.value, start, signal }),
+      log,
+      timeoutMs: deps.fillTimeoutMs,
+      resumeRetries: deps.resumeRetries,
+      resumeBackoffMs: deps.resumeBackoffMs,
+      onEnd: (fill) => {
+        deps.onUse?.(key);
+        log.info({ digest: req.digest.value, state: fill.state, bytes: fill.written }, 'cache fill ended');
+      },
+    });
+  }
+
+  return {
+    inFlight: () => new Set([...flights.keys()].map((k) => paths.digestOf(k) ?? k)),
+
+    async get(req) {
+      const key = paths.blob(req.digest.value);
+      const info = await storage.stat(key);
+      if (info !== undefined) return fromStorage(req, key, info.size);
+
+      const running = flights.get(key);
+      if (req.method === 'HEAD' && running === undefined) {
+        // A HEAD does not start a download; ask the upstream (clients rarely HEAD blobs).
+        const res = await deps.fetch({ method: 'HEAD', name: req.name, digest: req.digest.value });
+        if (res.status !== 200) return { kind: 'upstream', response: res };
+        discard(res.body);
+        const len = headerValue(res.headers, 'content-length');
+        const headers = blobHeaders(req.digest.value);
+        if (len !== undefined) headers['content-length'] = len;
+        return { kind: 'local', status: 200, headers, cache: 'miss' };
+      }
+
+      const { value, joined } = flights.join(key, () => {
+        const p = startFill(req, key);
+        // The flight ends when the fill does (or when it could not start).
+        p.then(
+          (r) => {
+            if (r instanceof BlobFill)
+              void r.done().then(() => {
+                flights.end(key, p);
+              });
+            else flights.end(key, p);
+          },
+          () => {
+            flights.end(key, p);
+          },
+        );
+        return p;
+      });
+      const started = await value;
+      if (!(started instanceof BlobFill)) {
+        // Only the starter may consume that response; a joiner asks on its own.
+        if (!joined) return { kind: 'upstream', response: started };
+        return {
+          kind: 'upstream',
+          response: await deps.fetch({ method: req.method, name: req.name, digest: req.digest.value }),
+        };
+      }
+      const fill = started;
+      if (fill.size === undefined) {
+        // No announced size: ranges and conditionals wait for nothing, the whole body follows.
+        const headers = blobHeaders(req.digest.value);
+        return {
+          kind: 'local',
+          status: 200,
+          headers,
+          body: req.method === 'HEAD' ? undefined : fill.follow(0),
+          cache: joined ? 'coalesced' : 'miss',
+        };
+      }
+      const p = plan(req, fill.size);
+      const cache = joined ? 'coalesced' : 'miss';
+      if (req.method === 'HEAD' || p.status === 304)
+        return { kind: 'local', status: p.status, headers: p.headers, cache };
+      return {
+        kind: 'local',
+        status: p.status,
+        headers: p.headers,
+        body: fill.follow(p.start, p.end),
+        cache,
+      };
+    },
+  };
+}

@@ -1,0 +1,296 @@
+/**
+ * Manifests through the cache. By digest: once stored, never asked upstream again. By tag: the tag
+ * -> digest record is answered locally within the TTL, revalidated with an upstream HEAD after it
+ * (a HEAD does not count against Docker Hub's pull limit; FACTS.md) and fetched with a GET only
+ * when the digest moved; when the upstream fails, the cached answer is served stale. Bytes are
+ * stored unchanged with their media type, verified against their digest first.
+ */
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import { RegistryError } from '../registry/errors.ts';
+import { maxManifestBytes, mediaTypes } from '../registry/media-types.ts';
+import { parseDigest } from '../registry/reference.ts';
+import type { StorageDriver } from '../storage/driver.ts';
+import { paths } from '../storage/paths.ts';
+import { discard, readCapped } from '../upstream/body.ts';
+import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
+import type { CacheReply, CacheResult } from './reply.ts';
+import { acceptable, isUpstreamFailure, type TagPolicy, type TagRecord } from './tag-policy.ts';
+
+/**
+ * What Docxy asks the upstream for, whatever the client sent: every manifest type, so a tag
+ * resolves to the same digest for every client (Distribution converts or refuses manifests whose
+ * type is missing from Accept) and the one cached answer serves them all.
+ */
+export const canonicalAccept = [
+  mediaTypes.ociIndex,
+  mediaTypes.dockerManifestList,
+  mediaTypes.ociManifest,
+  mediaTypes.dockerManifest,
+].join(', ');
+
+export interface ManifestRequest {
+  readonly method: 'GET' | 'HEAD';
+  /** Repository name at the upstream (library/ already added). */
+  readonly name: string;
+  readonly reference: string;
+  readonly referenceIsDigest: boolean;
+  /** The client's Accept media ranges. */
+  readonly accept: readonly string[];
+}
+
+export type UpstreamManifestFetch = (req: {
+  method: 'GET' | 'HEAD';
+  name: string;
+  reference: string;
+}) => Promise<UpstreamResponse>;
+
+export interface ManifestService {
+  get(req: ManifestRequest): Promise<CacheReply | 'bypass'>;
+  /** Tags of `name` known to the cache (for tags/list while the upstream is down). */
+  cachedTags(name: string): Promise<string[]>;
+}
+
+export interface ManifestServiceDeps {
+  readonly storage: StorageDriver;
+  readonly upstream: string;
+  readonly fetch: UpstreamManifestFetch;
+  readonly policy: TagPolicy;
+  readonly log: Logger;
+  readonly now?: () => number;
+  readonly onUse?: (key: string) => void;
+}
+
+interface StoredManifest {
+  readonly digest: string;
+  readonly mediaType: string;
+  readonly bytes: Buffer;
+}
+
+/** Media type from the response header, else from the manifest's own `mediaType` field. */
+function mediaTypeOf(contentType: string | undefined, bytes: Buffer): string {
+  const fromHeader = contentType?.split(';')[0]?.trim();
+  if (
+    fromHeader !== undefined &&
+    fromHeader !== '' &&
+    fromHeader !== 'application/json' &&
+    fromHeader !== 'application/octet-stream'
+  ) {
+    return fromHeader;
+  }
+  try {
+    const mt = (JSON.parse(bytes.toString('utf8')) as { mediaType?: unknown }).mediaType;
+    if (typeof mt === 'string') return mt;
+  } catch {
+    /* not JSON: fall through */
+  }
+  return fromHeader ?? 'application/octet-stream';
+}
+
+export function createManifestService(deps: ManifestServiceDeps): ManifestService {
+  const { storage, log } = deps;
+  const now = deps.now ?? Date.now;
+  /** Small, hot and immutable: kept in memory so warm manifest requests cost no disk read. */
+  const memory = new Map<string, StoredManifest>();
+  const memoryMax = 2048;
+  const tagMemory = new Map<string, TagRecord>();
+
+  function remember(m: StoredManifest): void {
+    if (memory.size >= memoryMax) {
+      const oldest = memory.keys().next();
+      if (oldest.done !== true) memory.delete(oldest.value);
+    }
+    memory.set(m.digest, m);
+  }
+
+  async function loadManifest(digest: string): Promise<StoredManifest | undefined> {
+    const hot = memory.get(digest);
+    if (hot !== undefined) return hot;
+    const key = paths.manifest(digest);
+    const info = await storage.stat(key);
+    if (info === undefined) return undefined;
+    const bytes = await storage.getBytes(key);
+    if (bytes === undefined) return undefined;
+    const m = { digest, mediaType: info.metadata.mediaType ?? mediaTypeOf(undefined, bytes), bytes };
+    remember(m);
+    return m;
+  }
+
+  async function storeManifest(m: StoredManifest): Promise<void> {
+    const key = paths.manifest(m.digest);
+    const w = await storage.createWriter(key, { metadata: { mediaType: m.mediaType } });
+    try {
+      await w.write(m.bytes);
+      await w.commit();
+      remember(m);
+      deps.onUse?.(key);
+    } catch (err) {
+      await w.cancel();
+      log.warn({ digest: m.digest, err: (err as Error).message }, 'cannot cache manifest');
+    }
+  }
+
+  async function loadTag(name: string, tag: string): Promise<TagRecord | undefined> {
+    const key = paths.tag(deps.upstream, name, tag);
+    const hot = tagMemory.get(key);
+    if (hot !== undefined) return hot;
+    const bytes = await storage.getBytes(key);
+    if (bytes === undefined) return undefined;
+    try {
+      const rec = JSON.parse(bytes.toString('utf8')) as TagRecord;
+      tagMemory.set(key, rec);
+      return rec;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async function storeTag(name: string, tag: string, rec: TagRecord): Promise<void> {
+    const key = paths.tag(deps.upstream, name, tag);
+    tagMemory.set(key, rec);
+    const w = await storage.createWriter(key);
+    try {
+      await w.write(Buffer.from(JSON.stringify(rec)));
+      await w.commit();
+    } catch (err) {
+      await w.cancel();
+      log.warn({ name, tag, err: (err as Error).message }, 'cannot cache tag');
+    }
+  }
+
+  async function forgetTag(name: string, tag: string): Promise<void> {
+    const key = paths.tag(deps.upstream, name, tag);
+    tagMemory.delete(key);
+    await storage.delete(key);
+  }
+
+  function serve(req: ManifestRequest, m: StoredManifest, cache: CacheResult): CacheReply | 'bypass' {
+    if (!acceptable(m.mediaType, req.accept)) return 'bypass';
+    deps.onUse?.(paths.manifest(m.digest));
+    void storage.touch(paths.manifest(m.digest));
+    return {
+      kind: 'local',
+      status: 200,
+      headers: {
+        'content-type': m.mediaType,
+        'content-length': String(m.bytes.length),
+        'docker-content-digest': m.digest,
+        etag: `"${m.digest}"`,
+      },
+      body: req.method === 'HEAD' ? undefined : m.bytes,
+      cache,
+    };
+  }
+
+  /** GETs a manifest from the upstream, verifies it and stores it. Non-200 answers come back as they are. */
+  async function fetchAndStore(
+    name: string,
+    reference: string,
+    expectDigest?: string,
+  ): Promise<StoredManifest | UpstreamResponse> {
+    const res = await deps.fetch({ method: 'GET', name, reference });
+    if (res.status !== 200) return res;
+    const bytes = await readCapped(res.body, maxManifestBytes, 'manifest');
+    const announced = headerValue(res.headers, 'docker-content-digest');
+    const want = parseDigest(expectDigest ?? announced ?? '') ?? {
+      algorithm: 'sha256' as const,
+      hex: '',
+      value: '',
+    };
+    const digest = `${want.algorithm}:${createHash(want.algorithm).update(bytes).digest('hex')}`;
+    if (
+      (expectDigest !== undefined && digest !== expectDigest) ||
+      (announced !== undefined &&
+        parseDigest(announced)?.algorithm === want.algorithm &&
+        announced !== digest)
+    ) {
+      throw new RegistryError('DIGEST_INVALID', {
+        status: 502,
+        message: `upstream manifest does not match its digest ${expectDigest ?? announced ?? ''}`,
+      });
+    }
+    const m = { digest, mediaType: mediaTypeOf(headerValue(res.headers, 'content-type'), bytes), bytes };
+    await storeManifest(m);
+    return m;
+  }
+
+  function failureStatus(err: unknown): boolean {
+    return err instanceof RegistryError && (err.status === 502 || err.status === 504 || err.status === 503);
+  }
+
+  async function byDigest(req: ManifestRequest): Promise<CacheReply | 'bypass'> {
+    const cached = await loadManifest(req.reference);
+    if (cached !== undefined) return serve(req, cached, 'hit');
+    const got = await fetchAndStore(req.name, req.reference, req.reference);
+    if (!('bytes' in got)) return { kind: 'upstream', response: got };
+    return serve(req, got, 'miss');
+  }
+
+  async function byTag(req: ManifestRequest): Promise<CacheReply | 'bypass'> {
+    const t = now();
+    const rec = await loadTag(req.name, req.reference);
+    const cached = rec === undefined ? undefined : await loadManifest(rec.digest);
+    if (rec !== undefined && cached !== undefined) {
+      if (deps.policy.isFresh(rec, t)) return serve(req, cached, 'hit');
+      const stale = (why: string): CacheReply | 'bypass' => {
+        if (!deps.policy.mayServeStale(rec, t)) {
+          throw new RegistryError('UNAVAILABLE', {
+            status: 502,
+            message: `upstream failed (${why}) and the cached tag is older than max_stale`,
+          });
+        }
+        log.warn({ name: req.name, tag: req.reference, why }, 'serving stale tag');
+        return serve(req, cached, 'stale');
+      };
+      let head: UpstreamResponse;
+      try {
+        head = await deps.fetch({ method: 'HEAD', name: req.name, reference: req.reference });
+      } catch (err) {
+        if (failureStatus(err)) return stale((err as Error).message);
+        throw err;
+      }
+      discard(head.body);
+      if (isUpstreamFailure(head.status)) return stale(`upstream answered ${head.status}`);
+      const digest = headerValue(head.headers, 'docker-content-digest');
+      if (head.status === 200 && digest === rec.digest) {
+        await storeTag(req.name, req.reference, { ...rec, checkedAt: t });
+        return serve(req, cached, 'revalidated');
+      }
+      if (head.status === 404) await forgetTag(req.name, req.reference);
+      else if (head.status !== 200) return 'bypass'; // 401/403: not Docxy's to see any more
+    }
+    let got: StoredManifest | UpstreamResponse;
+    try {
+      got = await fetchAndStore(req.name, req.reference);
+    } catch (err) {
+      if (
+        rec !== undefined &&
+        cached !== undefined &&
+        failureStatus(err) &&
+        deps.policy.mayServeStale(rec, t)
+      )
+        return serve(req, cached, 'stale');
+      throw err;
+    }
+    if (!('bytes' in got)) return { kind: 'upstream', response: got };
+    await storeTag(req.name, req.reference, {
+      digest: got.digest,
+      mediaType: got.mediaType,
+      size: got.bytes.length,
+      checkedAt: t,
+    });
+    return serve(req, got, rec === undefined ? 'miss' : 'revalidated');
+  }
+
+  return {
+    get: (req) => (req.referenceIsDigest ? byDigest(req) : byTag(req)),
+    async cachedTags(name) {
+      const out: string[] = [];
+      for await (const e of storage.list(paths.tagsOf(deps.upstream, name))) {
+        const t = paths.tagOf(e.key);
+        if (t?.name === name) out.push(t.tag);
+      }
+      return out.sort();
+    },
+  };
+}

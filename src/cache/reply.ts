@@ -1,0 +1,18 @@
+/** What a cache service answers: the route writes it to the client. */
+import type { Readable } from 'node:stream';
+import type { UpstreamResponse } from '../upstream/registry-client.ts';
+
+/** How a request was served, for the request log (DESIGN.md convention 10). */
+export type CacheResult = 'hit' | 'miss' | 'coalesced' | 'revalidated' | 'stale' | 'bypass';
+
+export type CacheReply =
+  | {
+      readonly kind: 'local';
+      readonly status: number;
+      readonly headers: Record<string, string>;
+      /** Absent for HEAD, 304 and errors without a body. */
+      readonly body?: Readable | Buffer;
+      readonly cache: CacheResult;
+    }
+  /** The upstream refused Docxy's own identity (private, unknown, rate-limited): relay it, or retry with the client's credentials. */
+  | { readonly kind: 'upstream'; readonly response: UpstreamResponse };
