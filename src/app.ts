@@ -19,12 +19,15 @@ import { createBlobService } from './cache/blob-service.ts';
 import { canonicalAccept, createManifestService } from './cache/manifest-service.ts';
 import { createTagPolicy } from './cache/tag-policy.ts';
 import type { BlobFill } from './cache/blob-fill.ts';
+import { createEvictor, type Evictor } from './cache/eviction.ts';
 import type { UpstreamResponse } from './upstream/registry-client.ts';
 
 export interface App {
   readonly server: FastifyInstance;
   /** Binds the listener; returns the public URL in force. */
   listen(): Promise<string>;
+  /** The background eviction, when the cache is on. */
+  evictor(): Evictor | undefined;
   /** The public base URL (the configured one, or derived from the bound address). */
   publicUrl(): string;
   close(): Promise<void>;
@@ -57,6 +60,7 @@ export function createApp(config: Config, log: Logger): App {
   const cacheOn = config.cache.enabled;
   const storage: StorageDriver | undefined = cacheOn ? createFilesystemDriver(config.data) : undefined;
   let cache: Parameters<typeof registerV2Routes>[1]['cache'];
+  let evictor: Evictor | undefined;
   if (storage !== undefined) {
     const auth = createUpstreamAuth({ client, realms, credentials: config.upstream.credentials });
     const scope = (name: string): string => `repository:${name}:pull`;
@@ -77,6 +81,7 @@ export function createApp(config: Config, log: Logger): App {
       fillTimeoutMs: config.cache.fill_timeout,
       resumeRetries: config.cache.resume_retries,
       resumeBackoffMs: config.cache.resume_backoff,
+      onFillEnd: () => evictor?.trigger(),
     });
     const manifests = createManifestService({
       storage,
@@ -90,6 +95,16 @@ export function createApp(config: Config, log: Logger): App {
       log: log.child({ module: 'manifests' }),
     });
     cache = { blobs, manifests };
+    evictor = createEvictor({
+      storage,
+      maxSize: config.cache.max_size,
+      inUse: (key) => blobs.inUse(key),
+      onEvictManifest: (digest) => {
+        manifests.forget(digest);
+      },
+      log: log.child({ module: 'eviction' }),
+      intervalMs: 60_000,
+    });
   }
 
   registerHealthRoute(server);
@@ -136,7 +151,9 @@ export function createApp(config: Config, log: Logger): App {
       );
       return publicUrl;
     },
+    evictor: () => evictor,
     async close() {
+      evictor?.stop();
       await server.close();
       await client.close();
     },

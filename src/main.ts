@@ -2,6 +2,13 @@
 import { Command } from 'commander';
 import { configCheck, configPrint } from './cli/config-check.ts';
 import { serve } from './cli/serve.ts';
+import { cacheGc, cacheLs, cacheRm } from './cli/cache.ts';
+import { loadConfig } from './config/load.ts';
+import { createLogger } from './observability/logger.ts';
+
+const write = (s: string): void => {
+  process.stdout.write(s);
+};
 import { version } from './version.ts';
 
 interface ServeOpts {
@@ -10,6 +17,7 @@ interface ServeOpts {
   publicUrl?: string;
   upstream?: string;
   logLevel?: string;
+  data?: string;
 }
 
 export async function main(argv: readonly string[]): Promise<void> {
@@ -24,6 +32,7 @@ export async function main(argv: readonly string[]): Promise<void> {
     .option('--public-url <url>', 'URL clients reach Docxy at; realms and links are built from it')
     .option('--upstream <url>', 'upstream registry (default https://registry-1.docker.io)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
+    .option('--data <dir>', 'data directory for the cache (default ./data)')
     .action(async (opts: ServeOpts) => {
       await serve(opts);
     });
@@ -41,5 +50,26 @@ export async function main(argv: readonly string[]): Promise<void> {
     .action((opts: { config?: string }) => {
       configPrint(opts, (s) => process.stdout.write(s));
     });
+  const cache = program.command('cache').description('inspect and trim the cache');
+  const cacheOpts = (c: Command): Command =>
+    c
+      .option('-c, --config <file>', 'YAML configuration file')
+      .option('--data <dir>', 'data directory (default ./data)');
+  cacheOpts(
+    cache.command('ls').description('cached repositories and tags with sizes and last access'),
+  ).action(async (opts: { config?: string; data?: string }) => {
+    await cacheLs(loadConfig(opts), write);
+  });
+  cacheOpts(
+    cache.command('gc').description('evict least recently used objects down to cache.max_size now'),
+  ).action(async (opts: { config?: string; data?: string }) => {
+    const config = loadConfig(opts);
+    await cacheGc(config, createLogger(config.log_level), write);
+  });
+  cacheOpts(cache.command('rm <ref>').description('remove name or name:tag, and what only it uses')).action(
+    async (ref: string, opts: { config?: string; data?: string }) => {
+      process.exitCode = await cacheRm(loadConfig(opts), ref, write);
+    },
+  );
   await program.parseAsync(argv);
 }

@@ -2,6 +2,7 @@
  * Blobs through the cache: served from storage when present (Range, ETag), otherwise fetched from
  * the upstream once for every concurrent client (BlobFill), with Docxy's own identity.
  */
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Flights } from '../coordination/single-flight.ts';
 import { contentRange, parseRange } from '../http/range.ts';
@@ -35,8 +36,8 @@ export type UpstreamBlobFetch = (req: {
 
 export interface BlobService {
   get(req: BlobRequest): Promise<CacheReply>;
-  /** Digests being filled right now (never evicted). */
-  inFlight(): ReadonlySet<string>;
+  /** Whether a storage key is being read or filled right now (eviction leaves it alone). */
+  inUse(key: string): boolean;
 }
 
 export interface BlobServiceDeps {
@@ -47,8 +48,8 @@ export interface BlobServiceDeps {
   readonly fillTimeoutMs: number;
   readonly resumeRetries: number;
   readonly resumeBackoffMs: number;
-  /** Called when a blob's bytes are read or written, so eviction sees its use. */
-  readonly onUse?: (key: string) => void;
+  /** Called when a fill has ended (eviction may be due). */
+  readonly onFillEnd?: () => void;
 }
 
 function blobHeaders(digest: string): Record<string, string> {
@@ -100,16 +101,27 @@ function plan(
 
 export function createBlobService(deps: BlobServiceDeps): BlobService {
   const { storage, flights, log } = deps;
+  /** Open reads of committed blobs, per key. */
+  const readers = new Map<string, number>();
+
+  function track(key: string, body: Readable): Readable {
+    readers.set(key, (readers.get(key) ?? 0) + 1);
+    body.once('close', () => {
+      const n = (readers.get(key) ?? 1) - 1;
+      if (n <= 0) readers.delete(key);
+      else readers.set(key, n);
+    });
+    return body;
+  }
 
   async function fromStorage(req: BlobRequest, key: string, size: number): Promise<CacheReply> {
     const p = plan(req, size);
-    deps.onUse?.(key);
     void storage.touch(key);
     if (req.method === 'HEAD' || p.status === 304)
       return { kind: 'local', status: p.status, headers: p.headers, cache: 'hit' };
     const body = await storage.get(key, { start: p.start, end: p.end });
     if (body === undefined) throw new RegistryError('BLOB_UNKNOWN'); // evicted between stat and get: rare
-    return { kind: 'local', status: p.status, headers: p.headers, body, cache: 'hit' };
+    return { kind: 'local', status: p.status, headers: p.headers, body: track(key, body), cache: 'hit' };
   }
 
   async function startFill(req: BlobRequest, key: string): Promise<BlobFill | UpstreamResponse> {
@@ -138,14 +150,14 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
       resumeRetries: deps.resumeRetries,
       resumeBackoffMs: deps.resumeBackoffMs,
       onEnd: (fill) => {
-        deps.onUse?.(key);
+        deps.onFillEnd?.();
         log.info({ digest: req.digest.value, state: fill.state, bytes: fill.written }, 'cache fill ended');
       },
     });
   }
 
   return {
-    inFlight: () => new Set([...flights.keys()].map((k) => paths.digestOf(k) ?? k)),
+    inUse: (key) => flights.get(key) !== undefined || readers.has(key),
 
     async get(req) {
       const key = paths.blob(req.digest.value);

@@ -47,6 +47,8 @@ export type UpstreamManifestFetch = (req: {
 
 export interface ManifestService {
   get(req: ManifestRequest): Promise<CacheReply | 'bypass'>;
+  /** Drops the in-memory copy of an evicted manifest. */
+  forget(digest: string): void;
   /** Tags of `name` known to the cache (for tags/list while the upstream is down). */
   cachedTags(name: string): Promise<string[]>;
 }
@@ -58,7 +60,6 @@ export interface ManifestServiceDeps {
   readonly policy: TagPolicy;
   readonly log: Logger;
   readonly now?: () => number;
-  readonly onUse?: (key: string) => void;
 }
 
 interface StoredManifest {
@@ -123,7 +124,6 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
       await w.write(m.bytes);
       await w.commit();
       remember(m);
-      deps.onUse?.(key);
     } catch (err) {
       await w.cancel();
       log.warn({ digest: m.digest, err: (err as Error).message }, 'cannot cache manifest');
@@ -166,7 +166,6 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
 
   function serve(req: ManifestRequest, m: StoredManifest, cache: CacheResult): CacheReply | 'bypass' {
     if (!acceptable(m.mediaType, req.accept)) return 'bypass';
-    deps.onUse?.(paths.manifest(m.digest));
     void storage.touch(paths.manifest(m.digest));
     return {
       kind: 'local',
@@ -284,6 +283,10 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
 
   return {
     get: (req) => (req.referenceIsDigest ? byDigest(req) : byTag(req)),
+    forget(digest) {
+      memory.delete(digest);
+      for (const [k, rec] of tagMemory) if (rec.digest === digest) tagMemory.delete(k);
+    },
     async cachedTags(name) {
       const out: string[] = [];
       for await (const e of storage.list(paths.tagsOf(deps.upstream, name))) {

@@ -61,6 +61,8 @@ export interface TokenRequest {
   status: number;
   /** The access granted (empty when the request failed). */
   granted: AccessEntry[];
+  /** The token issued in answer (undefined when the request failed), so tests can grep logs for it. */
+  token?: string;
 }
 
 export interface TokenServer {
@@ -254,6 +256,7 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
       }
 
       const token = await issue(subject, record.granted);
+      record.token = token;
       reply(200, {
         token,
         access_token: token,

@@ -1,0 +1,136 @@
+/**
+ * `docxy cache ls | gc | rm`: look into and trim the cache of a stopped or running Docxy (they
+ * work on the storage directly; a running instance keeps working, re-fetching what was removed).
+ */
+import { imageSize, scanCache, type CacheIndex } from '../cache/cache-index.ts';
+import { evictToSize } from '../cache/eviction.ts';
+import type { Config } from '../config/schema.ts';
+import type { Logger } from '../observability/logger.ts';
+import { isValidName, isValidTag } from '../registry/reference.ts';
+import { withLibraryPrefix } from '../routing/library-prefix.ts';
+import { createFilesystemDriver } from '../storage/filesystem/filesystem-driver.ts';
+
+type Out = (s: string) => void;
+
+function humanSize(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? String(v) : v.toFixed(1)} ${units[i] ?? 'B'}`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length))) ?? [];
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((cell, c) => cell.padEnd(widths[c] ?? 0))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
+}
+
+export async function cacheLs(config: Config, out: Out): Promise<void> {
+  const index = await scanCache(createFilesystemDriver(config.data));
+  const rows = [['UPSTREAM', 'REPOSITORY', 'TAG', 'DIGEST', 'SIZE', 'LAST ACCESS']];
+  const sorted = [...index.tags].sort((a, b) =>
+    `${a.upstream}/${a.name}:${a.tag}`.localeCompare(`${b.upstream}/${b.name}:${b.tag}`),
+  );
+  for (const t of sorted) {
+    const m = index.manifests.get(t.record.digest);
+    const last = new Date(Math.max(t.lastAccess.getTime(), m?.lastAccess.getTime() ?? 0));
+    rows.push([
+      t.upstream,
+      t.name,
+      t.tag,
+      t.record.digest.slice(0, 19),
+      humanSize(imageSize(index, t.record.digest)),
+      last.toISOString(),
+    ]);
+  }
+  out(table(rows));
+  out(
+    `${index.tags.length} tags, ${index.manifests.size} manifests, ${index.blobs.size} blobs, ${humanSize(index.totalSize)} of ${humanSize(config.cache.max_size)}\n`,
+  );
+}
+
+export async function cacheGc(config: Config, log: Logger, out: Out): Promise<void> {
+  const r = await evictToSize({
+    storage: createFilesystemDriver(config.data),
+    maxSize: config.cache.max_size,
+    inUse: () => false,
+    log,
+  });
+  out(
+    `${humanSize(r.before)} -> ${humanSize(r.after)}: removed ${r.removed} objects (max_size ${humanSize(config.cache.max_size)})\n`,
+  );
+}
+
+/** Manifests and blobs reachable from the given manifest digests. */
+function reachable(index: CacheIndex, roots: Iterable<string>): Set<string> {
+  const seen = new Set<string>();
+  const visit = (d: string): void => {
+    if (seen.has(d)) return;
+    seen.add(d);
+    const m = index.manifests.get(d);
+    if (m === undefined) return;
+    for (const b of m.blobs) seen.add(b);
+    for (const c of m.manifests) visit(c);
+  };
+  for (const r of roots) visit(r);
+  return seen;
+}
+
+/**
+ * Removes `name` (every tag) or `name:tag` from the cache: the tag records, and the manifests and
+ * blobs they lead to unless another remaining tag still leads to them. Returns the exit code.
+ */
+export async function cacheRm(config: Config, ref: string, out: Out): Promise<number> {
+  const colon = ref.lastIndexOf(':');
+  const hasTag = colon > ref.lastIndexOf('/');
+  const rawName = hasTag ? ref.slice(0, colon) : ref;
+  const tag = hasTag ? ref.slice(colon + 1) : undefined;
+  if (!isValidName(rawName) || (tag !== undefined && !isValidTag(tag))) {
+    out(`not a repository name or name:tag: ${ref}\n`);
+    return 2;
+  }
+  const name = withLibraryPrefix(rawName, config.upstream.library_prefix);
+  const upstream = new URL(config.upstream.url).host;
+  const storage = createFilesystemDriver(config.data);
+  const index = await scanCache(storage);
+  const gone = index.tags.filter(
+    (t) => t.upstream === upstream && t.name === name && (tag === undefined || t.tag === tag),
+  );
+  if (gone.length === 0) {
+    out(`${name}${tag === undefined ? '' : `:${tag}`}: not in the cache\n`);
+    return 1;
+  }
+  const goneKeys = new Set(gone.map((t) => t.key));
+  const keep = reachable(
+    index,
+    index.tags.filter((t) => !goneKeys.has(t.key)).map((t) => t.record.digest),
+  );
+  const drop = [
+    ...reachable(
+      index,
+      gone.map((t) => t.record.digest),
+    ),
+  ].filter((d) => !keep.has(d));
+  for (const t of gone) await storage.delete(t.key);
+  let bytes = 0;
+  for (const d of drop) {
+    const obj = index.manifests.get(d) ?? index.blobs.get(d);
+    if (obj === undefined) continue;
+    await storage.delete(obj.key);
+    bytes += obj.size;
+  }
+  out(`removed ${gone.length} tag(s) of ${name}, ${drop.length} objects, ${humanSize(bytes)}\n`);
+  return 0;
+}
