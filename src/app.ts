@@ -132,6 +132,7 @@ export function createApp(config: Config, log: Logger): App {
         // Leftovers of a crash mid-fill were never committed: remove them before serving.
         const removed = await storage.cleanupTemporary();
         if (removed > 0) log.info({ removed }, 'removed unfinished cache writes from a previous run');
+        evictor?.trigger();
       }
       const { host, port } = splitHostPort(config.listen);
       await server.listen({ host, port });
