@@ -91,22 +91,49 @@ function mediaTypeOf(contentType: string | undefined, bytes: Buffer): string {
 export function createManifestService(deps: ManifestServiceDeps): ManifestService {
   const { storage, log } = deps;
   const now = deps.now ?? Date.now;
-  /** Small, hot and immutable: kept in memory so warm manifest requests cost no disk read. */
+  /**
+   * Small, hot and immutable: kept in memory so warm manifest requests cost no disk read. Bounded
+   * by bytes (manifests may be up to 4 MiB) with the oldest insertion dropped first; a Map keeps
+   * insertion order and a hit re-inserts, so this is an LRU.
+   */
   const memory = new Map<string, StoredManifest>();
-  const memoryMax = 2048;
+  const memoryMaxBytes = 16 * 1024 * 1024;
+  let memoryBytes = 0;
+  /** Tag records, bounded by count (each is a few hundred bytes). */
   const tagMemory = new Map<string, TagRecord>();
+  const tagMemoryMax = 20_000;
 
   function remember(m: StoredManifest): void {
-    if (memory.size >= memoryMax) {
-      const oldest = memory.keys().next();
-      if (oldest.done !== true) memory.delete(oldest.value);
+    const had = memory.get(m.digest);
+    if (had !== undefined) {
+      memory.delete(m.digest);
+      memoryBytes -= had.bytes.length;
     }
+    if (m.bytes.length > memoryMaxBytes / 4) return;
     memory.set(m.digest, m);
+    memoryBytes += m.bytes.length;
+    for (const [d, old] of memory) {
+      if (memoryBytes <= memoryMaxBytes) break;
+      memory.delete(d);
+      memoryBytes -= old.bytes.length;
+    }
+  }
+
+  function rememberTag(key: string, rec: TagRecord): void {
+    tagMemory.delete(key);
+    tagMemory.set(key, rec);
+    if (tagMemory.size > tagMemoryMax) {
+      const oldest = tagMemory.keys().next();
+      if (oldest.done !== true) tagMemory.delete(oldest.value);
+    }
   }
 
   async function loadManifest(digest: string): Promise<StoredManifest | undefined> {
     const hot = memory.get(digest);
-    if (hot !== undefined) return hot;
+    if (hot !== undefined) {
+      remember(hot);
+      return hot;
+    }
     const key = paths.manifest(digest);
     const info = await storage.stat(key);
     if (info === undefined) return undefined;
@@ -138,7 +165,7 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
     if (bytes === undefined) return undefined;
     try {
       const rec = JSON.parse(bytes.toString('utf8')) as TagRecord;
-      tagMemory.set(key, rec);
+      rememberTag(key, rec);
       return rec;
     } catch {
       return undefined;
@@ -147,7 +174,7 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
 
   async function storeTag(name: string, tag: string, rec: TagRecord): Promise<void> {
     const key = paths.tag(deps.upstream, name, tag);
-    tagMemory.set(key, rec);
+    rememberTag(key, rec);
     const w = await storage.createWriter(key);
     try {
       await w.write(Buffer.from(JSON.stringify(rec)));
@@ -284,7 +311,11 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
   return {
     get: (req) => (req.referenceIsDigest ? byDigest(req) : byTag(req)),
     forget(digest) {
-      memory.delete(digest);
+      const had = memory.get(digest);
+      if (had !== undefined) {
+        memory.delete(digest);
+        memoryBytes -= had.bytes.length;
+      }
       for (const [k, rec] of tagMemory) if (rec.digest === digest) tagMemory.delete(k);
     },
     async cachedTags(name) {
