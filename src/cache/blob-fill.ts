@@ -224,7 +224,11 @@ export class BlobFill {
         end ?? this.size ?? (this.#state === 'complete' ? this.#written : Number.POSITIVE_INFINITY);
       if (pos >= limit) return;
       if (this.#state === 'failed') throw this.#error;
-      const avail = Math.min(this.#written, limit);
+      // The blob's last byte is held back until the fill is verified: a client must never receive
+      // a complete body whose digest turns out wrong. If verification fails, it gets a truncated
+      // transfer (connection closed) and retries; Docker resumes with a Range.
+      const hold = this.#state === 'running' && this.size !== undefined && limit >= this.size ? 1 : 0;
+      const avail = Math.min(this.#written, limit - hold);
       if (pos < avail) {
         for await (const chunk of this.#opts.reader.read(pos, avail)) {
           pos += (chunk as Buffer).length;
