@@ -156,6 +156,7 @@ export function createApp(config: Config, log: Logger): App {
     async close() {
       evictor?.stop();
       await server.close();
+      await cache?.blobs.close();
       await client.close();
     },
   };

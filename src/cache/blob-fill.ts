@@ -120,7 +120,14 @@ export class BlobFill {
       this.#abort.abort(new RegistryError('UNAVAILABLE', { status: 504, message: 'cache fill timed out' }));
     }, this.#opts.timeoutMs);
     const hash = createHash(digest.algorithm);
-    let body: AsyncIterable<Buffer> = this.#opts.response.body;
+    // The first response was fetched before the fill existed, so the abort signal does not reach
+    // it: destroy its body on abort (timeout, shutdown). Resumes are fetched with the signal.
+    const first = this.#opts.response.body;
+    const onAbort = (): void => {
+      first.destroy(this.#abort.signal.reason instanceof Error ? this.#abort.signal.reason : undefined);
+    };
+    this.#abort.signal.addEventListener('abort', onAbort, { once: true });
+    let body: AsyncIterable<Buffer> = first;
     let attempt = 0;
     try {
       for (;;) {
@@ -190,10 +197,16 @@ export class BlobFill {
       await writer.cancel();
     } finally {
       clearTimeout(timer);
+      this.#abort.signal.removeEventListener('abort', onAbort);
       this.#notify();
       this.#maybeCloseReader();
       this.#opts.onEnd(this);
     }
+  }
+
+  /** Stops the fill (shutdown): it fails and cancels, leaving nothing behind. */
+  abort(): void {
+    this.#abort.abort(new RegistryError('UNAVAILABLE', { message: 'Docxy is shutting down' }));
   }
 
   /** Resolves once the fill has ended. */

@@ -36,6 +36,8 @@ export type UpstreamBlobFetch = (req: {
 
 export interface BlobService {
   get(req: BlobRequest): Promise<CacheReply>;
+  /** Aborts running fills and waits for them to clean up (shutdown). */
+  close(): Promise<void>;
   /** Whether a storage key is being read or filled right now (eviction leaves it alone). */
   inUse(key: string): boolean;
 }
@@ -157,6 +159,18 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
   }
 
   return {
+    async close() {
+      const running = [...flights.keys()].map((k) => flights.get(k));
+      await Promise.all(
+        running.map(async (p) => {
+          const fill = await p?.catch(() => undefined);
+          if (fill instanceof BlobFill) {
+            fill.abort();
+            await fill.done();
+          }
+        }),
+      );
+    },
     inUse: (key) => flights.get(key) !== undefined || readers.has(key),
 
     async get(req) {
