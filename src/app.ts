@@ -3,33 +3,37 @@
  */
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
-import type { Config } from './config/schema.ts';
-import { createServer } from './http/server.ts';
+import type { BlobFill } from './cache/blob-fill.ts';
+import { createBlobService, type BlobService } from './cache/blob-service.ts';
+import { createEvictor, type Evictor } from './cache/eviction.ts';
+import { canonicalAccept, createManifestService } from './cache/manifest-service.ts';
+import { createTagPolicy } from './cache/tag-policy.ts';
+import type { Config } from './config/load.ts';
+import type { ResolvedUpstream } from './config/upstreams.ts';
+import { createFlights } from './coordination/single-flight.ts';
 import { registerHealthRoute } from './http/routes/health.ts';
 import { registerTokenRoute } from './http/routes/token.ts';
 import { registerV2Routes } from './http/routes/v2.ts';
+import { createServer } from './http/server.ts';
 import type { Logger } from './observability/logger.ts';
-import { createRegistryClient } from './upstream/registry-client.ts';
+import { createRouter } from './routing/router.ts';
+import type { StorageDriver } from './storage/driver.ts';
+import { createFilesystemDriver } from './storage/filesystem/filesystem-driver.ts';
+import { createDispatcher } from './upstream/dispatcher.ts';
+import { realmTrusted } from './upstream/realm-trust.ts';
+import { createRegistryClient, type UpstreamResponse } from './upstream/registry-client.ts';
+import type { UpstreamRuntime } from './upstream/runtime.ts';
 import { createTokenRealmCache } from './upstream/token-realm.ts';
 import { createUpstreamAuth } from './upstream/upstream-auth.ts';
-import { createFilesystemDriver } from './storage/filesystem/filesystem-driver.ts';
-import type { StorageDriver } from './storage/driver.ts';
-import { createFlights } from './coordination/single-flight.ts';
-import { createBlobService } from './cache/blob-service.ts';
-import { canonicalAccept, createManifestService } from './cache/manifest-service.ts';
-import { createTagPolicy } from './cache/tag-policy.ts';
-import type { BlobFill } from './cache/blob-fill.ts';
-import { createEvictor, type Evictor } from './cache/eviction.ts';
-import type { UpstreamResponse } from './upstream/registry-client.ts';
 
 export interface App {
   readonly server: FastifyInstance;
   /** Binds the listener; returns the public URL in force. */
   listen(): Promise<string>;
-  /** The background eviction, when the cache is on. */
-  evictor(): Evictor | undefined;
   /** The public base URL (the configured one, or derived from the bound address). */
   publicUrl(): string;
+  /** The background eviction, when the cache is on. */
+  evictor(): Evictor | undefined;
   close(): Promise<void>;
 }
 
@@ -45,88 +49,111 @@ export function defaultPublicUrl(address: AddressInfo): string {
   return `http://${host}:${address.port}`;
 }
 
+function createUpstream(
+  u: ResolvedUpstream,
+  isDefault: boolean,
+  storage: StorageDriver | undefined,
+  config: Config,
+  log: Logger,
+): UpstreamRuntime {
+  const client = createRegistryClient({
+    baseUrl: u.url,
+    mirrors: u.mirrors,
+    dispatcher: createDispatcher(u),
+    timeouts: u.timeouts,
+  });
+  const realms = createTokenRealmCache(client);
+  const auth = createUpstreamAuth({
+    client,
+    realms,
+    credentials: u.credentials,
+    trusted: (realm) => realmTrusted(realm, u.url, u.authHosts),
+  });
+  const scope = (name: string): string => `repository:${name}:pull`;
+  const manifests =
+    storage === undefined
+      ? undefined
+      : createManifestService({
+          storage,
+          upstream: u.name,
+          fetch: ({ method, name, reference }) =>
+            auth.request(
+              { method, url: `/v2/${name}/manifests/${reference}`, headers: { accept: canonicalAccept } },
+              scope(name),
+            ),
+          policy: createTagPolicy({ ttlMs: u.tagTtlMs, maxStaleMs: config.cache.max_stale }),
+          log: log.child({ module: 'manifests', upstream: u.name }),
+        });
+  return {
+    name: u.name,
+    config: u,
+    client,
+    realms,
+    tokenPath: isDefault ? '/auth/token' : `/auth/token/${u.name}`,
+    manifests,
+    fetchBlob: ({ method, name, digest, start, signal }) =>
+      auth.request(
+        {
+          method,
+          url: `/v2/${name}/blobs/${digest}`,
+          headers: start ? { range: `bytes=${start}-` } : {},
+          signal,
+        },
+        scope(name),
+      ),
+    close: () => client.close(),
+  };
+}
+
 export function createApp(config: Config, log: Logger): App {
   const server = createServer({ log });
-  const upstreamName = new URL(config.upstream.url).host;
-  const client = createRegistryClient({ baseUrl: config.upstream.url, timeouts: config.upstream.timeouts });
-  const realms = createTokenRealmCache(client);
+  const storage: StorageDriver | undefined = config.cache.enabled
+    ? createFilesystemDriver(config.data)
+    : undefined;
+  const upstreams = config.upstreams.map((u) =>
+    createUpstream(u, u.name === config.defaultUpstream, storage, config, log),
+  );
+  const router = createRouter(upstreams, config.defaultUpstream);
   let publicUrl = config.public_url;
-
-  const publicUrlOf = (): string => {
-    if (publicUrl === undefined) throw new Error('public URL is not known before listen()');
-    return publicUrl;
-  };
-
-  const cacheOn = config.cache.enabled;
-  const storage: StorageDriver | undefined = cacheOn ? createFilesystemDriver(config.data) : undefined;
-  let cache: Parameters<typeof registerV2Routes>[1]['cache'];
   let evictor: Evictor | undefined;
+  let blobs: BlobService | undefined;
+
   if (storage !== undefined) {
-    const auth = createUpstreamAuth({ client, realms, credentials: config.upstream.credentials });
-    const scope = (name: string): string => `repository:${name}:pull`;
-    const blobs = createBlobService({
+    const service = createBlobService({
       storage,
       flights: createFlights<Promise<BlobFill | UpstreamResponse>>(),
-      fetch: ({ method, name, digest, start, signal }) =>
-        auth.request(
-          {
-            method,
-            url: `/v2/${name}/blobs/${digest}`,
-            headers: start ? { range: `bytes=${start}-` } : {},
-            signal,
-          },
-          scope(name),
-        ),
       log: log.child({ module: 'blobs' }),
       fillTimeoutMs: config.cache.fill_timeout,
       resumeRetries: config.cache.resume_retries,
       resumeBackoffMs: config.cache.resume_backoff,
       onFillEnd: () => evictor?.trigger(),
     });
-    const manifests = createManifestService({
-      storage,
-      upstream: upstreamName,
-      fetch: ({ method, name, reference }) =>
-        auth.request(
-          { method, url: `/v2/${name}/manifests/${reference}`, headers: { accept: canonicalAccept } },
-          scope(name),
-        ),
-      policy: createTagPolicy({ ttlMs: config.upstream.tag_ttl, maxStaleMs: config.cache.max_stale }),
-      log: log.child({ module: 'manifests' }),
-    });
-    cache = { blobs, manifests };
+    blobs = service;
     evictor = createEvictor({
       storage,
       maxSize: config.cache.max_size,
-      inUse: (key) => blobs.inUse(key),
+      inUse: (key) => service.inUse(key),
       onEvictManifest: (digest) => {
-        manifests.forget(digest);
+        for (const u of upstreams) u.manifests?.forget(digest);
       },
       log: log.child({ module: 'eviction' }),
       intervalMs: 60_000,
     });
   }
 
+  const publicUrlOf = (): string => {
+    if (publicUrl === undefined) throw new Error('public URL is not known before listen()');
+    return publicUrl;
+  };
+
   registerHealthRoute(server);
-  registerTokenRoute(server, {
-    client,
-    realms,
-    upstreamName,
-    libraryPrefix: config.upstream.library_prefix,
-    staleTokens: cacheOn,
-  });
-  registerV2Routes(server, {
-    client,
-    realms,
-    upstreamName,
-    libraryPrefix: config.upstream.library_prefix,
-    publicUrl: publicUrlOf,
-    cache,
-  });
+  registerTokenRoute(server, { router, staleTokens: storage !== undefined });
+  registerV2Routes(server, { router, publicUrl: publicUrlOf, blobs });
 
   return {
     server,
     publicUrl: publicUrlOf,
+    evictor: () => evictor,
     async listen() {
       if (storage !== undefined) {
         // Leftovers of a crash mid-fill were never committed: remove them before serving.
@@ -147,17 +174,20 @@ export function createApp(config: Config, log: Logger): App {
         }
       }
       log.info(
-        { listen: `${address.address}:${address.port}`, publicUrl, upstream: config.upstream.url },
+        {
+          listen: `${address.address}:${address.port}`,
+          publicUrl,
+          upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`),
+        },
         'docxy listening',
       );
       return publicUrl;
     },
-    evictor: () => evictor,
     async close() {
       evictor?.stop();
       await server.close();
-      await cache?.blobs.close();
-      await client.close();
+      await blobs?.close();
+      await Promise.all(upstreams.map((u) => u.close()));
     },
   };
 }

@@ -23,6 +23,8 @@ export interface BlobRequest {
   readonly range?: string;
   readonly ifRange?: string;
   readonly ifNoneMatch?: string;
+  /** The upstream's fetcher (Docxy's own identity at the upstream the request routed to). */
+  readonly fetch: UpstreamBlobFetch;
 }
 
 /** Fetches a blob from the upstream with Docxy's own identity. */
@@ -45,7 +47,6 @@ export interface BlobService {
 export interface BlobServiceDeps {
   readonly storage: StorageDriver;
   readonly flights: Flights<Promise<BlobFill | UpstreamResponse>>;
-  readonly fetch: UpstreamBlobFetch;
   readonly log: Logger;
   readonly fillTimeoutMs: number;
   readonly resumeRetries: number;
@@ -127,7 +128,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
   }
 
   async function startFill(req: BlobRequest, key: string): Promise<BlobFill | UpstreamResponse> {
-    const response = await deps.fetch({ method: 'GET', name: req.name, digest: req.digest.value });
+    const response = await req.fetch({ method: 'GET', name: req.name, digest: req.digest.value });
     if (response.status !== 200) return response;
     let writer;
     let reader;
@@ -146,7 +147,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
       reader,
       response,
       fetch: ({ start, signal }) =>
-        deps.fetch({ method: 'GET', name: req.name, digest: req.digest.value, start, signal }),
+        req.fetch({ method: 'GET', name: req.name, digest: req.digest.value, start, signal }),
       log,
       timeoutMs: deps.fillTimeoutMs,
       resumeRetries: deps.resumeRetries,
@@ -181,7 +182,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
       const running = flights.get(key);
       if (req.method === 'HEAD' && running === undefined) {
         // A HEAD does not start a download; ask the upstream (clients rarely HEAD blobs).
-        const res = await deps.fetch({ method: 'HEAD', name: req.name, digest: req.digest.value });
+        const res = await req.fetch({ method: 'HEAD', name: req.name, digest: req.digest.value });
         if (res.status !== 200) return { kind: 'upstream', response: res };
         discard(res.body);
         const len = headerValue(res.headers, 'content-length');
@@ -213,7 +214,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
         if (!joined) return { kind: 'upstream', response: started };
         return {
           kind: 'upstream',
-          response: await deps.fetch({ method: req.method, name: req.name, digest: req.digest.value }),
+          response: await req.fetch({ method: req.method, name: req.name, digest: req.digest.value }),
         };
       }
       const fill = started;

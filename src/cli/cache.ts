@@ -4,7 +4,7 @@
  */
 import { imageSize, scanCache, type CacheIndex } from '../cache/cache-index.ts';
 import { evictToSize } from '../cache/eviction.ts';
-import type { Config } from '../config/schema.ts';
+import type { Config } from '../config/load.ts';
 import type { Logger } from '../observability/logger.ts';
 import { isValidName, isValidTag } from '../registry/reference.ts';
 import { withLibraryPrefix } from '../routing/library-prefix.ts';
@@ -101,8 +101,17 @@ export async function cacheRm(config: Config, ref: string, out: Out): Promise<nu
     out(`not a repository name or name:tag: ${ref}\n`);
     return 2;
   }
-  const name = withLibraryPrefix(rawName, config.upstream.library_prefix);
-  const upstream = new URL(config.upstream.url).host;
+  // `ghcr.io/owner/img:1` names another upstream by its prefix; anything else is the default one.
+  const slash = rawName.indexOf('/');
+  const viaPrefix =
+    slash < 0 ? undefined : config.upstreams.find((u) => u.prefix === rawName.slice(0, slash));
+  const up = viaPrefix ?? config.upstreams.find((u) => u.name === config.defaultUpstream);
+  if (up === undefined) return 2;
+  const name = withLibraryPrefix(
+    viaPrefix === undefined ? rawName : rawName.slice(slash + 1),
+    up.libraryPrefix,
+  );
+  const upstream = up.name;
   const storage = createFilesystemDriver(config.data);
   const index = await scanCache(storage);
   const gone = index.tags.filter(

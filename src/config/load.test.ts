@@ -8,16 +8,20 @@ import { ConfigError, loadConfig, readConfigFile, validateConfig } from './load.
 test('defaults: Docker Hub upstream on 0.0.0.0:5000 with library prefix', () => {
   const c = loadConfig({}, {});
   assert.equal(c.listen, '0.0.0.0:5000');
-  assert.equal(c.upstream.url, 'https://registry-1.docker.io');
-  assert.equal(c.upstream.library_prefix, true);
-  assert.equal(c.upstream.timeouts.connect, 10_000);
+  assert.equal(c.defaultUpstream, 'docker.io');
+  const hub = c.upstreams[0]!;
+  assert.equal(hub.name, 'docker.io');
+  assert.equal(hub.url, 'https://registry-1.docker.io');
+  assert.equal(hub.libraryPrefix, true);
+  assert.equal(hub.timeouts.connect, 10_000);
+  assert.equal(hub.tagTtlMs, 300_000);
   assert.equal(c.public_url, undefined);
 });
 
 test('config.example.yaml loads and documents real values', () => {
   const c = validateConfig(readConfigFile('config.example.yaml'), 'config.example.yaml');
   assert.equal(c.public_url, 'http://mirror.example:5000');
-  assert.equal(c.upstream.timeouts.idle, 60_000);
+  assert.equal(c.upstreams[0]!.timeouts.idle, 60_000);
 });
 
 test('flags override environment, which overrides the file', () => {
@@ -35,12 +39,13 @@ test('flags override environment, which overrides the file', () => {
     };
     const c = loadConfig({ config: file, listen: '127.0.0.1:3' }, env);
     assert.equal(c.listen, '127.0.0.1:3');
-    assert.equal(c.upstream.url, 'http://file.example');
-    assert.equal(c.upstream.library_prefix, false);
-    assert.equal(c.upstream.timeouts.connect, 1000);
-    assert.equal(c.upstream.timeouts.idle, 120_000);
+    const up = c.upstreams[0]!;
+    assert.equal(up.url, 'http://file.example');
+    assert.equal(up.libraryPrefix, false);
+    assert.equal(up.timeouts.connect, 1000);
+    assert.equal(up.timeouts.idle, 120_000);
     const c2 = loadConfig({ config: file }, { DOCXY_UPSTREAM: 'http://env.example/' });
-    assert.equal(c2.upstream.url, 'http://env.example');
+    assert.equal(c2.upstreams[0]!.url, 'http://env.example');
   } finally {
     dir.remove();
   }
@@ -75,4 +80,99 @@ test('an unreadable or non-YAML file is a ConfigError naming the file', () => {
   } finally {
     dir.remove();
   }
+});
+
+test('upstreams: presets fill url and library_prefix; --upstream overrides the default one', () => {
+  const c = validateConfig(
+    {
+      default_upstream: 'docker.io',
+      upstreams: [
+        { name: 'docker.io' },
+        { name: 'ghcr.io', hosts: ['GHCR.mirror.example'] },
+        { name: 'my.reg', url: 'http://10.0.0.1:5000' },
+      ],
+      upstream: { url: 'http://127.0.0.1:9' },
+    },
+    't',
+    {},
+  );
+  assert.deepEqual(
+    c.upstreams.map((u) => [u.name, u.url, u.libraryPrefix, u.prefix, u.hosts]),
+    [
+      ['docker.io', 'http://127.0.0.1:9', true, 'docker.io', []],
+      ['ghcr.io', 'https://ghcr.io', false, 'ghcr.io', ['ghcr.mirror.example']],
+      ['my.reg', 'http://10.0.0.1:5000', false, 'my.reg', []],
+    ],
+  );
+});
+
+test('upstream credentials come from the value, a file or an environment variable', () => {
+  const dir = makeTmpDir('cfg');
+  try {
+    const file = join(dir.path, 'pw');
+    writeFileSync(file, 'from-file\n');
+    const c = validateConfig(
+      {
+        upstreams: [
+          { name: 'a.io', url: 'http://a', credentials: { username: 'u', password: 'inline' } },
+          { name: 'b.io', url: 'http://b', credentials: { username: 'u', password_file: file } },
+          { name: 'c.io', url: 'http://c', credentials: { username: 'u', password_env: 'PW' } },
+        ],
+      },
+      't',
+      { PW: 'from-env' },
+    );
+    assert.deepEqual(
+      c.upstreams.map((u) => u.credentials?.password),
+      ['inline', 'from-file', 'from-env'],
+    );
+  } finally {
+    dir.remove();
+  }
+});
+
+test('upstream problems name their key path', () => {
+  assert.throws(
+    () =>
+      validateConfig(
+        {
+          default_upstream: 'nope.io',
+          upstreams: [
+            { name: 'a.io' },
+            { name: 'a.io', url: 'http://x', credentials: { username: 'u', password_env: 'MISSING' } },
+            { name: 'b.io', url: 'http://y', proxy: 'ftp://p' },
+          ],
+        },
+        't',
+        {},
+      ),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      const text = err.problems.join('\n');
+      assert.match(text, /upstreams\[2\]\.proxy: must be an http/);
+      return true;
+    },
+  );
+  assert.throws(
+    () =>
+      validateConfig(
+        {
+          default_upstream: 'nope.io',
+          upstreams: [
+            { name: 'a.io' },
+            { name: 'a.io', url: 'http://x', credentials: { username: 'u', password_env: 'MISSING' } },
+          ],
+        },
+        't',
+        {},
+      ),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      const text = err.problems.join('\n');
+      assert.match(text, /default_upstream: names no configured upstream/);
+      assert.match(text, /upstreams\[0\]\.url: required/);
+      assert.match(text, /upstreams\[1\]\.credentials\.password_env: MISSING is not set/);
+      return true;
+    },
+  );
 });

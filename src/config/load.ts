@@ -9,7 +9,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { configSchema, formatIssues, type Config } from './schema.ts';
+import { configSchema, formatIssues, type ConfigFile } from './schema.ts';
+import { resolveUpstreams, type ResolvedUpstreams } from './upstreams.ts';
+
+/** The configuration the app runs with: the file's keys, upstreams resolved. */
+export type Config = Omit<ConfigFile, 'upstream' | 'upstreams' | 'default_upstream'> & ResolvedUpstreams;
 
 export class ConfigError extends Error {
   readonly problems: readonly string[];
@@ -113,10 +117,14 @@ export function flagOverrides(flags: Flags): Tree {
   return tree;
 }
 
-export function validateConfig(tree: unknown, source: string): Config {
+export function validateConfig(tree: unknown, source: string, env: NodeJS.ProcessEnv = process.env): Config {
   const res = configSchema.safeParse(tree);
   if (!res.success) throw new ConfigError(source, formatIssues(res.error));
-  return res.data;
+  const problems: string[] = [];
+  const { upstream: _u, upstreams: _us, default_upstream: _d, ...rest } = res.data;
+  const resolved = resolveUpstreams(res.data, env, problems);
+  if (problems.length > 0) throw new ConfigError(source, problems);
+  return { ...rest, ...resolved };
 }
 
 /** File < environment < flags. */
@@ -124,5 +132,5 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env): 
   const file = flags.config ?? env.DOCXY_CONFIG;
   const fromFile = file === undefined ? {} : readConfigFile(file);
   const merged = deepMerge(deepMerge(fromFile, envOverrides(env)), flagOverrides(flags));
-  return validateConfig(merged, file ?? 'defaults, environment and flags');
+  return validateConfig(merged, file ?? 'defaults, environment and flags', env);
 }

@@ -51,24 +51,91 @@ export const timeoutsSchema = z
   })
   .strict();
 
-export const upstreamSchema = z
+/** Registries a user enables by name (`preset: ghcr.io`): URL and Docker Hub's library/ convention. */
+export const presets = {
+  'docker.io': { url: 'https://registry-1.docker.io', library_prefix: true },
+  'ghcr.io': { url: 'https://ghcr.io', library_prefix: false },
+  'quay.io': { url: 'https://quay.io', library_prefix: false },
+  'gcr.io': { url: 'https://gcr.io', library_prefix: false },
+  'registry.k8s.io': { url: 'https://registry.k8s.io', library_prefix: false },
+  'mcr.microsoft.com': { url: 'https://mcr.microsoft.com', library_prefix: false },
+  'public.ecr.aws': { url: 'https://public.ecr.aws', library_prefix: false },
+  'nvcr.io': { url: 'https://nvcr.io', library_prefix: false },
+  'docker.elastic.co': { url: 'https://docker.elastic.co', library_prefix: false },
+} as const;
+export type PresetName = keyof typeof presets;
+
+const egressProxyUrl = z.string().refine((s) => {
+  try {
+    return ['http:', 'https:', 'socks5:'].includes(new URL(s).protocol);
+  } catch {
+    return false;
+  }
+}, 'must be an http://, https:// or socks5:// URL');
+
+const registryName = z
+  .string()
+  .regex(
+    /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$/,
+    'must be a registry host name such as ghcr.io (lower case)',
+  );
+
+export const credentialsSchema = z
   .object({
-    url: httpUrl.default('https://registry-1.docker.io').describe('the registry Docxy pulls from'),
+    username: z.string().min(1),
+    password: z.string().optional().describe('the password or token itself'),
+    password_file: z.string().optional().describe('a file holding the password or token'),
+    password_env: z.string().optional().describe('an environment variable holding the password or token'),
+  })
+  .strict()
+  .refine(
+    (c) => [c.password, c.password_file, c.password_env].filter((v) => v !== undefined).length === 1,
+    'give exactly one of password, password_file, password_env',
+  );
+
+/** One upstream registry; every key but `name` may come from a preset or a default. */
+export const upstreamEntrySchema = z
+  .object({
+    name: registryName.describe(
+      'the registry as clients name it (matched by containerd ns= and path prefix)',
+    ),
+    preset: z.enum(Object.keys(presets) as [PresetName, ...PresetName[]]).optional(),
+    url: httpUrl.optional().describe('the registry API base URL (default: from the preset)'),
+    hosts: z.array(z.string().min(1)).default([]).describe('virtual host names whose requests route here'),
+    prefix: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('path prefix routing here: /v2/<prefix>/<name>/… (default: name)'),
     library_prefix: z
       .boolean()
-      .default(true)
-      .describe('map one-component names to library/<name>, as Docker Hub names official images'),
-    timeouts: timeoutsSchema.default({ connect: 10_000, headers: 30_000, idle: 60_000 }),
-    tag_ttl: duration
-      .default(300_000)
-      .describe('a cached tag is answered without asking the upstream for this long'),
-    credentials: z
-      .object({ username: z.string().min(1), password: z.string() })
-      .strict()
       .optional()
-      .describe("Docxy's own upstream account for filling the cache (default: anonymous)"),
+      .describe('map one-component names to library/<name> (default: on for docker.io)'),
+    credentials: credentialsSchema.optional().describe("Docxy's own account at this registry"),
+    mirrors: z.array(httpUrl).default([]).describe('alternate URLs tried in order when the primary fails'),
+    auth_hosts: z
+      .array(z.string().min(1))
+      .default([])
+      .describe('token-service hosts outside the registry domain that may receive credentials'),
+    timeouts: timeoutsSchema.optional(),
+    tag_ttl: duration
+      .optional()
+      .describe('a cached tag is answered without asking the upstream for this long (default 5m)'),
+    tls: z
+      .object({
+        ca_file: z.string().optional().describe('PEM file of CAs to trust for this upstream'),
+        insecure: z.boolean().default(false).describe('skip certificate verification (tests only)'),
+      })
+      .strict()
+      .optional(),
+    proxy: egressProxyUrl
+      .optional()
+      .describe('egress proxy for this upstream: http://, https:// or socks5://'),
   })
   .strict();
+
+/** The seed's single upstream (`upstream:` / `--upstream`): overrides for the default upstream. */
+export const upstreamSchema = upstreamEntrySchema.omit({ name: true }).partial();
 
 export const cacheSchema = z
   .object({
@@ -101,12 +168,18 @@ export const configSchema = z
       .describe('the URL clients reach Docxy at; every URL Docxy emits (token realm) is built from it'),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     data: z.string().min(1).default('./data').describe('the data directory: the filesystem cache lives here'),
-    upstream: upstreamSchema.default({
-      url: 'https://registry-1.docker.io',
-      library_prefix: true,
-      timeouts: { connect: 10_000, headers: 30_000, idle: 60_000 },
-      tag_ttl: 300_000,
-    }),
+    default_upstream: z
+      .string()
+      .optional()
+      .describe('the upstream for requests no host, ns or prefix routes (default: the first)'),
+    upstreams: z
+      .array(upstreamEntrySchema)
+      .min(1)
+      .optional()
+      .describe('the registries behind Docxy (default: docker.io)'),
+    upstream: upstreamSchema
+      .optional()
+      .describe('shorthand: settings for the default upstream (flag --upstream sets its url)'),
     cache: cacheSchema.default({
       enabled: true,
       max_size: 50 * 1024 ** 3,
@@ -118,9 +191,9 @@ export const configSchema = z
   })
   .strict();
 
-export type Config = z.output<typeof configSchema>;
-export type UpstreamConfig = Config['upstream'];
-export type CacheConfig = Config['cache'];
+export type ConfigFile = z.output<typeof configSchema>;
+export type CacheConfig = ConfigFile['cache'];
+export type UpstreamEntry = z.output<typeof upstreamEntrySchema>;
 export type ConfigInput = z.input<typeof configSchema>;
 
 /** Turns zod issues into `path: message` lines. */

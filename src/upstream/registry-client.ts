@@ -6,7 +6,7 @@
  * unreachable -> 502, no response headers in time -> 504.
  */
 import type { Readable } from 'node:stream';
-import { Agent, errors as undiciErrors, type Dispatcher } from 'undici';
+import { errors as undiciErrors, type Dispatcher } from 'undici';
 import { RegistryError } from '../registry/errors.ts';
 import { discard } from './body.ts';
 
@@ -40,7 +40,12 @@ export interface RegistryClient {
 
 export interface RegistryClientOptions {
   readonly baseUrl: string;
-  readonly timeouts: { readonly connect: number; readonly headers: number; readonly idle: number };
+  /** Alternate base URLs, tried in order when the primary fails to connect or answers 5xx or 429. */
+  readonly mirrors?: readonly string[];
+  /** The connection pools (TLS, egress proxy, connect timeout): see dispatcher.ts. */
+  readonly dispatcher: Dispatcher;
+  /** Header and idle timeouts, applied to every request (some proxy agents ignore pool options). */
+  readonly timeouts: { readonly headers: number; readonly idle: number };
   /** Redirect hops followed before giving up (Distribution's client stops at 10; one is typical). */
   readonly maxRedirects?: number;
 }
@@ -83,12 +88,8 @@ function transportError(err: unknown, url: URL): RegistryError | undefined {
 export function createRegistryClient(opts: RegistryClientOptions): RegistryClient {
   const baseUrl = opts.baseUrl.replace(/\/+$/, '');
   const maxRedirects = opts.maxRedirects ?? 5;
-  const agent = new Agent({
-    connect: { timeout: opts.timeouts.connect },
-    headersTimeout: opts.timeouts.headers,
-    bodyTimeout: opts.timeouts.idle,
-    keepAliveTimeout: 30_000,
-  });
+  const agent = opts.dispatcher;
+  const bases = [baseUrl, ...(opts.mirrors ?? []).map((m) => m.replace(/\/+$/, ''))];
 
   async function once(
     url: URL,
@@ -103,6 +104,8 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
         headers,
         body: req.body,
         signal: req.signal,
+        headersTimeout: opts.timeouts.headers,
+        bodyTimeout: opts.timeouts.idle,
       });
     } catch (err) {
       if (req.signal?.aborted) throw err;
@@ -110,10 +113,9 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
     }
   }
 
-  return {
-    baseUrl,
-    async request(req) {
-      let url = new URL(/^https?:\/\//.test(req.url) ? req.url : `${baseUrl}${req.url}`);
+  async function requestFrom(base: string, req: UpstreamRequest): Promise<UpstreamResponse> {
+    {
+      let url = new URL(/^https?:\/\//.test(req.url) ? req.url : `${base}${req.url}`);
       const origin = url.origin;
       let headers: Record<string, string> = { ...req.headers };
       for (let hop = 0; ; hop++) {
@@ -142,6 +144,31 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
         }
         url = next;
       }
+    }
+  }
+
+  return {
+    baseUrl,
+    async request(req) {
+      // Absolute URLs (token realms, CDN locations) have no mirrors.
+      if (/^https?:\/\//.test(req.url) || bases.length === 1) return requestFrom(baseUrl, req);
+      let lastError: unknown;
+      for (const [i, base] of bases.entries()) {
+        const last = i === bases.length - 1;
+        try {
+          const res = await requestFrom(base, req);
+          if (last || (res.status < 500 && res.status !== 429)) return res;
+          discard(res.body);
+          lastError = new RegistryError(res.status === 429 ? 'TOOMANYREQUESTS' : 'UNAVAILABLE', {
+            status: res.status === 429 ? 429 : 502,
+            message: `upstream ${new URL(base).host} answered ${res.status}`,
+          });
+        } catch (err) {
+          if (req.signal?.aborted === true || !(err instanceof RegistryError) || last) throw err;
+          lastError = err;
+        }
+      }
+      throw lastError;
     },
     close: () => agent.close(),
   };

@@ -33,6 +33,8 @@ export function createUpstreamAuth(opts: {
   client: RegistryClient;
   realms: TokenRealmCache;
   credentials?: UpstreamCredentials;
+  /** Whether a token realm may receive the credentials (realm-trust.ts). */
+  trusted: (realm: string) => boolean;
 }): UpstreamAuth {
   const tokens = new Map<string, CachedToken>();
   const inflight = new Map<string, Promise<CachedToken>>();
@@ -46,7 +48,8 @@ export function createUpstreamAuth(opts: {
     if (service !== undefined) url.searchParams.set('service', service);
     url.searchParams.set('scope', scope);
     const headers: Record<string, string> = { accept: 'application/json' };
-    if (basic !== undefined) headers.authorization = basic;
+    // Credentials go only to a realm of the registry's own domain; elsewhere Docxy asks anonymously.
+    if (basic !== undefined && opts.trusted(realm)) headers.authorization = basic;
     const res = await opts.client.request({ method: 'GET', url: url.href, headers });
     const body = await readCapped(res.body, 1024 * 1024, 'token response');
     if (res.status !== 200) {

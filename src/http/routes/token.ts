@@ -10,15 +10,14 @@ import { mapScope } from '../../routing/library-prefix.ts';
 import { randomBytes } from 'node:crypto';
 import { discard, readCapped } from '../../upstream/body.ts';
 import { ownTokenPrefix } from './v2.ts';
-import { headerValue, type RegistryClient } from '../../upstream/registry-client.ts';
-import type { TokenRealmCache } from '../../upstream/token-realm.ts';
+import { headerValue } from '../../upstream/registry-client.ts';
+import { realmTrusted } from '../../upstream/realm-trust.ts';
+import type { UpstreamRuntime } from '../../upstream/runtime.ts';
+import type { Router } from '../../routing/router.ts';
 import { version } from '../../version.ts';
 
 export interface TokenRouteDeps {
-  readonly client: RegistryClient;
-  readonly realms: TokenRealmCache;
-  readonly upstreamName: string;
-  readonly libraryPrefix: boolean;
+  readonly router: Router<UpstreamRuntime>;
   /** Issue stand-in tokens when the upstream token service fails (the cache is on). */
   readonly staleTokens: boolean;
 }
@@ -60,10 +59,19 @@ function standInToken(request: FastifyRequest, reply: FastifyReply, why: string)
 
 export function registerTokenRoute(app: FastifyInstance, deps: TokenRouteDeps): void {
   async function handle(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-    request.ctx.upstream = deps.upstreamName;
+    const named = (request.params as { upstream?: string }).upstream;
+    const up =
+      named === undefined
+        ? deps.router.upstreamFor(request.headers.host, undefined)
+        : deps.router.byName(named);
+    if (up === undefined)
+      throw new RegistryError('NAME_UNKNOWN', {
+        message: `no upstream is configured for registry ${named ?? ''}`,
+      });
+    request.ctx.upstream = up.name;
     let realm;
     try {
-      realm = await deps.realms.get();
+      realm = await up.realms.get();
     } catch (err) {
       if (deps.staleTokens && err instanceof RegistryError && err.status >= 502)
         return standInToken(request, reply, err.message);
@@ -74,13 +82,15 @@ export function registerTokenRoute(app: FastifyInstance, deps: TokenRouteDeps): 
     }
     const headers: Record<string, string> = { 'user-agent': `docxy/${version}`, accept: 'application/json' };
     const auth = request.headers.authorization;
-    if (auth !== undefined) headers.authorization = auth;
+    // The client's credentials go only to a token service of the registry's own domain.
+    if (auth !== undefined && realmTrusted(realm.realm, up.config.url, up.config.authHosts))
+      headers.authorization = auth;
 
     const target = new URL(realm.realm);
     const q = request.url.indexOf('?');
     const query = mapParams(
       new URLSearchParams(q < 0 ? '' : request.url.slice(q + 1)),
-      deps.libraryPrefix,
+      up.config.libraryPrefix,
       realm.service,
     );
     for (const [k, v] of query) target.searchParams.append(k, v);
@@ -88,12 +98,12 @@ export function registerTokenRoute(app: FastifyInstance, deps: TokenRouteDeps): 
     let body: string | undefined;
     if (request.method === 'POST') {
       const form = typeof request.body === 'string' ? request.body : '';
-      body = mapParams(new URLSearchParams(form), deps.libraryPrefix, realm.service).toString();
+      body = mapParams(new URLSearchParams(form), up.config.libraryPrefix, realm.service).toString();
       headers['content-type'] = 'application/x-www-form-urlencoded';
     }
     let res;
     try {
-      res = await deps.client.request({
+      res = await up.client.request({
         method: request.method === 'POST' ? 'POST' : 'GET',
         url: target.href,
         headers,
@@ -118,4 +128,7 @@ export function registerTokenRoute(app: FastifyInstance, deps: TokenRouteDeps): 
 
   app.get('/auth/token', handle);
   app.post('/auth/token', handle);
+  // Per-upstream realms: the challenge of each upstream names its own (`/auth/token/ghcr.io`).
+  app.get('/auth/token/:upstream', handle);
+  app.post('/auth/token/:upstream', handle);
 }

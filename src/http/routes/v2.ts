@@ -9,28 +9,23 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../../registry/errors.ts';
 import { maxManifestBytes } from '../../registry/media-types.ts';
 import { parseDigest, parseV2Path, type V2Route } from '../../registry/reference.ts';
-import { withLibraryPrefix } from '../../routing/library-prefix.ts';
+import type { Router } from '../../routing/router.ts';
+import type { UpstreamRuntime } from '../../upstream/runtime.ts';
 import { discard, readCapped } from '../../upstream/body.ts';
 import type { BlobService } from '../../cache/blob-service.ts';
-import type { ManifestService } from '../../cache/manifest-service.ts';
 import type { CacheReply } from '../../cache/reply.ts';
 import { acceptList } from '../../cache/tag-policy.ts';
 import { pipeline } from 'node:stream/promises';
 import { headerValue, type RegistryClient, type UpstreamResponse } from '../../upstream/registry-client.ts';
-import type { TokenRealmCache } from '../../upstream/token-realm.ts';
 import { version } from '../../version.ts';
 import { relay } from '../relay.ts';
 
 export interface V2RouteDeps {
-  readonly client: RegistryClient;
-  readonly realms: TokenRealmCache;
-  /** Name of the upstream, for logs. */
-  readonly upstreamName: string;
-  readonly libraryPrefix: boolean;
+  readonly router: Router<UpstreamRuntime>;
   /** The public base URL (known once the listener is bound when not configured). */
   readonly publicUrl: () => string;
-  /** The pull-through cache; absent when `cache.enabled` is false (plain relay). */
-  readonly cache?: { readonly blobs: BlobService; readonly manifests: ManifestService };
+  /** The blob cache; absent when `cache.enabled` is false (plain relay). */
+  readonly blobs?: BlobService;
 }
 
 /** Request headers forwarded upstream: credentials, content negotiation and conditional/range GETs. */
@@ -66,12 +61,12 @@ function forwardQuery(rawUrl: string, allowed: readonly string[]): string {
  * the digest computed from the bytes when the upstream did not send it.
  */
 async function headFromGet(
-  deps: V2RouteDeps,
+  client: RegistryClient,
   url: string,
   headers: Record<string, string>,
   signal: AbortSignal,
 ): Promise<UpstreamResponse> {
-  const res = await deps.client.request({ method: 'GET', url, headers, signal });
+  const res = await client.request({ method: 'GET', url, headers, signal });
   if (res.status !== 200) return res;
   const bytes = await readCapped(res.body, maxManifestBytes, 'manifest');
   const digest =
@@ -98,12 +93,22 @@ function clientCredentials(request: FastifyRequest): string | undefined {
   return auth;
 }
 
-export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void {
-  const upstreamOrigin = new URL(deps.client.baseUrl).origin;
+/** The query parameter containerd adds to every mirror request: the registry the image is from. */
+export function nsParam(rawUrl: string): string | undefined {
+  const q = rawUrl.indexOf('?');
+  if (q < 0) return undefined;
+  return new URLSearchParams(rawUrl.slice(q + 1)).get('ns') ?? undefined;
+}
 
-  function relayOptions(abort: AbortController): Parameters<typeof relay>[3] {
+export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void {
+  function relayOptions(up: UpstreamRuntime, abort: AbortController): Parameters<typeof relay>[3] {
     const publicUrl = deps.publicUrl();
-    return { realm: `${publicUrl}/auth/token`, publicUrl, upstreamOrigin, abort };
+    return {
+      realm: `${publicUrl}${up.tokenPath}`,
+      publicUrl,
+      upstreamOrigin: new URL(up.client.baseUrl).origin,
+      abort,
+    };
   }
 
   function abortOnClose(reply: FastifyReply): AbortController {
@@ -116,6 +121,7 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
 
   /** The seed's relay: the client's own credentials and Accept, the upstream's answer as it is. */
   async function passThrough(
+    up: UpstreamRuntime,
     request: FastifyRequest,
     reply: FastifyReply,
     route: V2Route,
@@ -125,7 +131,7 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
     const method = request.method === 'HEAD' ? 'HEAD' : 'GET';
     const headers = upstreamHeaders(request);
     if (headers.authorization?.startsWith(`Bearer ${ownTokenPrefix}`) === true) delete headers.authorization;
-    let res = await deps.client.request({ method, url, headers, signal: abort.signal });
+    let res = await up.client.request({ method, url, headers, signal: abort.signal });
     if (
       route.kind === 'manifest' &&
       method === 'HEAD' &&
@@ -134,27 +140,28 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
         headerValue(res.headers, 'docker-content-digest') === undefined)
     ) {
       discard(res.body);
-      res = await headFromGet(deps, url, headers, abort.signal);
+      res = await headFromGet(up.client, url, headers, abort.signal);
     }
-    if (res.status === 401) deps.realms.observe(headerValue(res.headers, 'www-authenticate'));
-    await relay(request, reply, res, relayOptions(abort));
+    if (res.status === 401) up.realms.observe(headerValue(res.headers, 'www-authenticate'));
+    await relay(request, reply, res, relayOptions(up, abort));
   }
 
   /** `/v2/` while the upstream is down: the challenge it gave last, or an anonymous welcome. */
-  function staleBase(reply: FastifyReply): FastifyReply {
-    const realm = deps.realms.known();
+  function staleBase(up: UpstreamRuntime, reply: FastifyReply): FastifyReply {
+    const realm = up.realms.known();
     const out = reply.header('docker-distribution-api-version', 'registry/2.0').type('application/json');
     if (realm?.kind === 'bearer') {
       const service = realm.service === undefined ? '' : `,service="${realm.service}"`;
       return out
         .code(401)
-        .header('www-authenticate', `Bearer realm="${deps.publicUrl()}/auth/token"${service}`)
+        .header('www-authenticate', `Bearer realm="${deps.publicUrl()}${up.tokenPath}"${service}`)
         .send(new RegistryError('UNAUTHORIZED').toBody());
     }
     return out.code(200).send({});
   }
 
   async function writeCacheReply(
+    up: UpstreamRuntime,
     request: FastifyRequest,
     reply: FastifyReply,
     answer: CacheReply,
@@ -170,8 +177,8 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
         await fallback();
         return;
       }
-      if (status === 401) deps.realms.observe(headerValue(answer.response.headers, 'www-authenticate'));
-      await relay(request, reply, answer.response, relayOptions(abort));
+      if (status === 401) up.realms.observe(headerValue(answer.response.headers, 'www-authenticate'));
+      await relay(request, reply, answer.response, relayOptions(up, abort));
       return;
     }
     request.ctx.cache = answer.cache;
@@ -205,9 +212,12 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
   async function handle(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const path = request.url.split('?')[0] ?? '';
     const route = parseV2Path(path);
-    request.ctx.upstream = deps.upstreamName;
+    const ns = nsParam(request.url);
+    const routed = 'name' in route ? deps.router.route(request.headers.host, ns, route.name) : undefined;
+    const up = routed?.upstream ?? deps.router.upstreamFor(request.headers.host, ns);
+    request.ctx.upstream = up.name;
     const method = request.method === 'HEAD' ? 'HEAD' : 'GET';
-    const name = 'name' in route ? withLibraryPrefix(route.name, deps.libraryPrefix) : '';
+    const name = routed?.name ?? '';
     let url: string;
     switch (route.kind) {
       case 'base':
@@ -232,16 +242,17 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
         });
     }
     const abort = abortOnClose(reply);
-    const cache = deps.cache;
-    if (cache === undefined) {
-      await passThrough(request, reply, route, url, abort);
+    const blobs = deps.blobs;
+    const manifests = up.manifests;
+    if (blobs === undefined || manifests === undefined) {
+      await passThrough(up, request, reply, route, url, abort);
       return;
     }
-    const fallback = (): Promise<void> => passThrough(request, reply, route, url, abort);
+    const fallback = (): Promise<void> => passThrough(up, request, reply, route, url, abort);
 
     switch (route.kind) {
       case 'manifest': {
-        const answer = await cache.manifests.get({
+        const answer = await manifests.get({
           method,
           name,
           reference: route.reference,
@@ -253,21 +264,22 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
           await fallback();
           return;
         }
-        await writeCacheReply(request, reply, answer, fallback, abort);
+        await writeCacheReply(up, request, reply, answer, fallback, abort);
         return;
       }
       case 'blob': {
         const digest = parseDigest(route.digest);
         if (digest === undefined) throw new RegistryError('DIGEST_INVALID');
-        const answer = await cache.blobs.get({
+        const answer = await blobs.get({
           method,
           name,
+          fetch: up.fetchBlob,
           digest,
           range: request.headers.range,
           ifRange: headerString(request.headers['if-range']),
           ifNoneMatch: request.headers['if-none-match'],
         });
-        await writeCacheReply(request, reply, answer, fallback, abort);
+        await writeCacheReply(up, request, reply, answer, fallback, abort);
         return;
       }
       case 'base':
@@ -279,11 +291,11 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
           if (!(err instanceof RegistryError) || err.status < 502 || reply.sent) throw err;
           request.ctx.cache = 'stale';
           if (route.kind === 'base') {
-            staleBase(reply);
+            staleBase(up, reply);
             return;
           }
           if (route.kind === 'tags') {
-            const tags = await cache.manifests.cachedTags(name);
+            const tags = await manifests.cachedTags(name);
             if (tags.length === 0) throw err;
             reply
               .header('docker-distribution-api-version', 'registry/2.0')
