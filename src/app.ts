@@ -21,7 +21,12 @@ import type { StorageDriver } from './storage/driver.ts';
 import { createFilesystemDriver } from './storage/filesystem/filesystem-driver.ts';
 import { createDispatcher } from './upstream/dispatcher.ts';
 import { realmTrusted } from './upstream/realm-trust.ts';
-import { createRegistryClient, type UpstreamResponse } from './upstream/registry-client.ts';
+import {
+  createRegistryClient,
+  headerValue,
+  type Headers,
+  type UpstreamResponse,
+} from './upstream/registry-client.ts';
 import type { UpstreamRuntime } from './upstream/runtime.ts';
 import { createTokenRealmCache } from './upstream/token-realm.ts';
 import { createUpstreamAuth } from './upstream/upstream-auth.ts';
@@ -49,6 +54,24 @@ export function defaultPublicUrl(address: AddressInfo): string {
   return `http://${host}:${address.port}`;
 }
 
+/**
+ * Logs Docker Hub's pull budget (`ratelimit-remaining: 76;w=21600`) when it changes, so operators
+ * see a mirror running out before clients get 429s.
+ */
+function rateLimitObserver(upstream: string, log: Logger): (headers: Headers) => void {
+  let last: string | undefined;
+  return (headers) => {
+    const remaining = headerValue(headers, 'ratelimit-remaining');
+    if (remaining === undefined || remaining === last) return;
+    last = remaining;
+    const left = Number.parseInt(remaining, 10);
+    log[left <= 5 ? 'warn' : 'info'](
+      { upstream, ratelimitRemaining: remaining, ratelimitLimit: headerValue(headers, 'ratelimit-limit') },
+      'upstream pull budget',
+    );
+  };
+}
+
 function createUpstream(
   u: ResolvedUpstream,
   isDefault: boolean,
@@ -61,6 +84,7 @@ function createUpstream(
     mirrors: u.mirrors,
     dispatcher: createDispatcher(u),
     timeouts: u.timeouts,
+    observe: rateLimitObserver(u.name, log),
   });
   const realms = createTokenRealmCache(client);
   const auth = createUpstreamAuth({

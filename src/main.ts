@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { configCheck, configPrint } from './cli/config-check.ts';
 import { serve } from './cli/serve.ts';
 import { cacheGc, cacheLs, cacheRm } from './cli/cache.ts';
+import { printClientConfig } from './cli/client-config.ts';
 import { loadConfig } from './config/load.ts';
 import { createLogger } from './observability/logger.ts';
 
@@ -71,5 +72,20 @@ export async function main(argv: readonly string[]): Promise<void> {
       process.exitCode = await cacheRm(loadConfig(opts), ref, write);
     },
   );
+  program
+    .command('client-config')
+    .description('print docker, containerd, podman and k3s snippets that point at this Docxy')
+    .option('-c, --config <file>', 'YAML configuration file')
+    .option(
+      '--public-url <url>',
+      'the URL clients reach Docxy at (default: public_url, else the listen address)',
+    )
+    .option('--upstream <name...>', 'only these upstreams (default: all)')
+    .action((opts: { config?: string; publicUrl?: string; upstream?: string[] }) => {
+      const config = loadConfig({ config: opts.config, publicUrl: opts.publicUrl });
+      const publicUrl =
+        config.public_url ?? `http://${config.listen.replace(/^0\.0\.0\.0:|^\[::\]:/, '127.0.0.1:')}`;
+      process.exitCode = printClientConfig(config, publicUrl, opts.upstream ?? [], write);
+    });
   await program.parseAsync(argv);
 }

@@ -51,6 +51,8 @@ export function responseHeaders(
   const link = out.link;
   if (link?.includes(`<${opts.upstreamOrigin}/`))
     out.link = link.split(`<${opts.upstreamOrigin}/`).join(`<${opts.publicUrl}/`);
+  // A 429 must tell the client when to come back (Docker Hub sends Retry-After; not every registry does).
+  if (res.status === 429 && out['retry-after'] === undefined) out['retry-after'] = '60';
   const challenge = res.headers['www-authenticate'];
   if (challenge !== undefined) {
     const first = Array.isArray(challenge) ? challenge[0] : challenge;

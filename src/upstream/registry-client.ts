@@ -44,6 +44,8 @@ export interface RegistryClientOptions {
   readonly mirrors?: readonly string[];
   /** The connection pools (TLS, egress proxy, connect timeout): see dispatcher.ts. */
   readonly dispatcher: Dispatcher;
+  /** Sees every upstream response's headers (e.g. Docker Hub's ratelimit-remaining). */
+  readonly observe?: (headers: Headers, url: URL) => void;
   /** Header and idle timeouts, applied to every request (some proxy agents ignore pool options). */
   readonly timeouts: { readonly headers: number; readonly idle: number };
   /** Redirect hops followed before giving up (Distribution's client stops at 10; one is typical). */
@@ -120,6 +122,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
       let headers: Record<string, string> = { ...req.headers };
       for (let hop = 0; ; hop++) {
         const res = await once(url, req, headers);
+        opts.observe?.(res.headers, url);
         const location = headerValue(res.headers, 'location');
         if (!redirectStatuses.has(res.statusCode) || location === undefined || req.method === 'POST') {
           return { status: res.statusCode, headers: res.headers, body: res.body, url: url.href };
