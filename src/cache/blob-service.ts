@@ -225,7 +225,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
           kind: 'local',
           status: 200,
           headers,
-          body: req.method === 'HEAD' ? undefined : fill.follow(0),
+          body: req.method === 'HEAD' ? undefined : track(key, fill.follow(0)),
           cache: joined ? 'coalesced' : 'miss',
         };
       }
@@ -237,7 +237,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
         kind: 'local',
         status: p.status,
         headers: p.headers,
-        body: fill.follow(p.start, p.end),
+        body: track(key, fill.follow(p.start, p.end)),
         cache,
       };
     },

@@ -42,9 +42,19 @@ export async function startDocxy(config: ConfigInput): Promise<TestDocxy> {
   // Each instance gets its own cache directory unless the test names one (restart tests do).
   const dataDir = config.data === undefined ? makeTmpDir('data') : undefined;
   const base = { listen: '127.0.0.1:0', log_level: 'info', data: dataDir?.path };
-  const cfg = validateConfig(deepMerge(base, config), 'test');
-  const app = createApp(cfg, createLogger(cfg.log_level, sink));
-  const publicUrl = await app.listen();
+  let cfg;
+  let app;
+  let publicUrl;
+  try {
+    cfg = validateConfig(deepMerge(base, config), 'test');
+    app = createApp(cfg, createLogger(cfg.log_level, sink));
+    publicUrl = await app.listen();
+  } catch (err) {
+    // A Docxy that did not start must not leave its cache directory behind.
+    await app?.close().catch(() => undefined);
+    dataDir?.remove();
+    throw err;
+  }
   const address = app.server.server.address();
   if (address === null || typeof address === 'string') throw new Error('docxy is not listening on TCP');
   const port = address.port;
