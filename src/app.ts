@@ -1,7 +1,13 @@
 /**
  * The composition root: the only place that calls the factories and wires their dependencies.
  */
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+import { join } from 'node:path';
+import { createAccessController } from './auth/access-controller.ts';
+import { createUserStore } from './auth/htpasswd.ts';
+import { createPolicy } from './auth/policy.ts';
+import { createRateLimiter } from './auth/rate-limit.ts';
+import { createTokenService, loadOrCreateKey } from './auth/token-service.ts';
 import type { FastifyInstance } from 'fastify';
 import type { BlobFill } from './cache/blob-fill.ts';
 import { createBlobService, type BlobService } from './cache/blob-service.ts';
@@ -130,7 +136,16 @@ function createUpstream(
 }
 
 export function createApp(config: Config, log: Logger): App {
-  const server = createServer({ log });
+  const server = createServer({
+    log,
+    limits: {
+      urlLength: config.limits.url_length,
+      headerBytes: config.limits.header_bytes,
+      headersCount: config.limits.headers_count,
+      requestTimeout: config.limits.request_timeout,
+      headersTimeout: config.limits.headers_timeout,
+    },
+  });
   const storage: StorageDriver | undefined = config.cache.enabled
     ? createFilesystemDriver(config.data)
     : undefined;
@@ -170,15 +185,47 @@ export function createApp(config: Config, log: Logger): App {
     return publicUrl;
   };
 
+  const limiter = createRateLimiter(config.rate_limit);
+  server.server.on('connection', (socket: Socket) => {
+    const ip = socket.remoteAddress ?? '';
+    if (!limiter.opened(ip)) {
+      log.warn({ audit: true, event: 'connection_refused', ip, reason: 'too many connections' }, 'audit');
+      socket.destroy();
+    }
+    socket.once('close', () => {
+      limiter.closed(ip);
+    });
+  });
+  const authenticated = !config.auth.anonymous;
+  const tokens = authenticated
+    ? createTokenService({
+        keyPem: loadOrCreateKey(config.auth.token.key_file ?? join(config.data, 'token.key')),
+        service: config.auth.service,
+        ttlMs: config.auth.token.ttl,
+      })
+    : undefined;
+  tokens?.catch(() => undefined); // surfaced by listen(); never an unhandled rejection
+  const access = createAccessController({
+    authenticated,
+    service: config.auth.service,
+    tokens,
+    users: createUserStore({ htpasswd: config.auth.htpasswd, users: config.auth.users }),
+    policy: createPolicy(config.policy, config.auth.groups),
+    limiter,
+    publicUrl: publicUrlOf,
+    log: log.child({ module: 'access' }),
+  });
+
   registerHealthRoute(server);
-  registerTokenRoute(server, { router, staleTokens: storage !== undefined });
-  registerV2Routes(server, { router, publicUrl: publicUrlOf, blobs });
+  registerTokenRoute(server, { router, access, staleTokens: storage !== undefined });
+  registerV2Routes(server, { router, publicUrl: publicUrlOf, blobs, access, limiter });
 
   return {
     server,
     publicUrl: publicUrlOf,
     evictor: () => evictor,
     async listen() {
+      await tokens; // a bad signing key fails the start, naming the file
       if (storage !== undefined) {
         // Leftovers of a crash mid-fill were never committed: remove them before serving.
         const removed = await storage.cleanupTemporary();

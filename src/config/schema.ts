@@ -160,6 +160,105 @@ export const cacheSchema = z
   })
   .strict();
 
+export const authSchema = z
+  .object({
+    anonymous: z
+      .boolean()
+      .default(true)
+      .describe(
+        'true: the open mirror (no client authentication); false: Docxy issues and checks its own tokens',
+      ),
+    htpasswd: z
+      .string()
+      .optional()
+      .describe('an htpasswd file with bcrypt entries (htpasswd -B, docxy htpasswd add)'),
+    users: z
+      .array(
+        z
+          .object({
+            name: z.string().min(1),
+            password_hash: z.string().regex(/^\$2[aby]\$/, 'must be a bcrypt hash'),
+          })
+          .strict(),
+      )
+      .default([])
+      .describe('users in the config, with bcrypt password hashes'),
+    groups: z
+      .record(z.string(), z.array(z.string()))
+      .default({})
+      .describe('group name -> user names, for policy `group:<name>`'),
+    service: z
+      .string()
+      .min(1)
+      .default('docxy')
+      .describe('the token service name (the `aud` of Docxy tokens)'),
+    token: z
+      .object({
+        key_file: z
+          .string()
+          .optional()
+          .describe(
+            'PEM EC P-256 private key for signing tokens (default: generated once in <data>/token.key)',
+          ),
+        ttl: duration.default(300_000).describe('lifetime of a Docxy token'),
+      })
+      .strict()
+      .default({ ttl: 300_000 }),
+  })
+  .strict();
+
+const whoSchema = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
+
+export const policyRuleSchema = z
+  .object({
+    upstream: z.string().min(1).default('*').describe('upstream name, or * for all'),
+    allow: z
+      .array(z.string().min(1))
+      .default([])
+      .describe('repository globs: * within one path component, ** across'),
+    deny: z.array(z.string().min(1)).default([]).describe('repository globs that win over allow'),
+    who: whoSchema.default('*').describe('anonymous, authenticated, *, a user name or group:<name>'),
+  })
+  .strict();
+
+const limitSchema = z
+  .object({
+    requests_per_minute: z.number().int().positive().optional(),
+    bytes_per_hour: size.optional(),
+    connections: z.number().int().positive().optional(),
+  })
+  .strict();
+
+export const rateLimitSchema = z
+  .object({
+    per_ip: limitSchema.default({}).describe('limits per client address'),
+    per_user: limitSchema.omit({ connections: true }).default({}).describe('limits per authenticated user'),
+    failed_login_delay: duration
+      .default(1000)
+      .describe('added delay per recent failed login of an address or user (max 10x)'),
+  })
+  .strict();
+
+export const limitsSchema = z
+  .object({
+    url_length: z.number().int().min(256).default(4096).describe('longest request URL accepted (-> 414)'),
+    header_bytes: size.default(16 * 1024).describe('largest request header block (node answers 431)'),
+    headers_count: z.number().int().min(10).default(100).describe('most request headers read'),
+    request_timeout: duration
+      .default(0)
+      .describe('whole-request receive timeout; 0 = none (pulls may be long)'),
+    headers_timeout: duration
+      .default(30_000)
+      .describe('a client must send its request headers within this (slow-loris)'),
+    allow_private_redirects: z
+      .boolean()
+      .optional()
+      .describe(
+        'follow upstream redirects to loopback/private addresses (default: only when the upstream itself is on one)',
+      ),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     listen: hostPort.default('0.0.0.0:5000').describe('address and port of the plain HTTP listener'),
@@ -180,6 +279,22 @@ export const configSchema = z
     upstream: upstreamSchema
       .optional()
       .describe('shorthand: settings for the default upstream (flag --upstream sets its url)'),
+    auth: authSchema.default({
+      anonymous: true,
+      users: [],
+      groups: {},
+      service: 'docxy',
+      token: { ttl: 300_000 },
+    }),
+    policy: z.array(policyRuleSchema).default([]).describe('who may pull what (empty: everyone everything)'),
+    rate_limit: rateLimitSchema.default({ per_ip: {}, per_user: {}, failed_login_delay: 1000 }),
+    limits: limitsSchema.default({
+      url_length: 4096,
+      header_bytes: 16 * 1024,
+      headers_count: 100,
+      request_timeout: 0,
+      headers_timeout: 30_000,
+    }),
     cache: cacheSchema.default({
       enabled: true,
       max_size: 50 * 1024 ** 3,

@@ -6,7 +6,10 @@
  * connection: the client sees a truncated transfer, never a corrupt "complete" one.
  */
 import { pipeline } from 'node:stream/promises';
+import type { ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { RequestContext } from './server.ts';
 import { rewriteRealm } from '../upstream/auth-challenge.ts';
 import type { UpstreamResponse } from '../upstream/registry-client.ts';
 
@@ -61,6 +64,22 @@ export function responseHeaders(
   return out;
 }
 
+/**
+ * Counts body bytes as they pass (the log line, written when the response closes, has the total)
+ * and cuts the transfer when the client's byte budget runs out (rate_limit bytes_per_hour).
+ */
+export function countBytes(ctx: RequestContext, body: Readable, raw: ServerResponse): void {
+  ctx.bytes = 0;
+  body.on('data', (chunk: Buffer) => {
+    ctx.bytes = (ctx.bytes ?? 0) + chunk.length;
+    if (ctx.budget !== undefined && !ctx.budget(chunk.length)) {
+      ctx.error = 'byte rate limit reached';
+      raw.destroy();
+      body.destroy();
+    }
+  });
+}
+
 export async function relay(
   request: FastifyRequest,
   reply: FastifyReply,
@@ -76,16 +95,11 @@ export async function relay(
     raw.end();
     return;
   }
-  // Counted as they pass, so the log line (written when the response closes) has the total.
-  const ctx = request.ctx;
-  ctx.bytes = 0;
-  res.body.on('data', (chunk: Buffer) => {
-    ctx.bytes = (ctx.bytes ?? 0) + chunk.length;
-  });
+  countBytes(request.ctx, res.body, raw);
   try {
     await pipeline(res.body, raw, { signal: opts.abort.signal });
   } catch (err) {
-    ctx.error = err instanceof Error ? err.message : String(err);
+    request.ctx.error = err instanceof Error ? err.message : String(err);
     raw.destroy();
   }
 }

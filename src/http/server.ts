@@ -5,6 +5,7 @@
  * answers push methods before any body is read.
  */
 import { randomUUID } from 'node:crypto';
+import { createServer as createHttpServer } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { RegistryError } from '../registry/errors.ts';
 import { sendError } from './error-reply.ts';
@@ -18,6 +19,12 @@ export interface RequestContext {
   cache?: string;
   /** Why a streamed response ended early. */
   error?: string;
+  /** The authenticated user, if any. */
+  user?: string;
+  /** Charges body bytes to the client's byte budget; false when it ran out. */
+  budget?: (bytes: number) => boolean;
+  /** The client's Authorization is Docxy's own token and must never go upstream. */
+  stripAuthorization?: boolean;
 }
 
 declare module 'fastify' {
@@ -26,7 +33,18 @@ declare module 'fastify' {
   }
 }
 
+export interface ServerLimits {
+  readonly urlLength: number;
+  readonly headerBytes: number;
+  readonly headersCount: number;
+  /** Whole-request receive timeout in ms; 0 = none. */
+  readonly requestTimeout: number;
+  /** Request headers must arrive within this (slow-loris). */
+  readonly headersTimeout: number;
+}
+
 export interface ServerOptions {
+  readonly limits?: ServerLimits;
   /** The process logger (pino), typed as fastify's base so the instance keeps its default generics. */
   readonly log: FastifyBaseLogger;
   /** Largest request body accepted (token POSTs); registry bodies are never read. */
@@ -36,7 +54,23 @@ export interface ServerOptions {
 const readOnlyMethods = new Set(['GET', 'HEAD']);
 
 export function createServer(opts: ServerOptions): FastifyInstance {
+  const limits = opts.limits;
   const app = Fastify({
+    // Node enforces header size (431), header count and the slow-loris timeouts itself.
+    serverFactory: (handler) => {
+      const server = createHttpServer(
+        limits === undefined
+          ? {}
+          : {
+              maxHeaderSize: limits.headerBytes,
+              requestTimeout: limits.requestTimeout,
+              headersTimeout: limits.headersTimeout,
+            },
+        handler,
+      );
+      if (limits !== undefined) server.maxHeadersCount = limits.headersCount;
+      return server;
+    },
     loggerInstance: opts.log,
     // Docxy writes its own single line per request (below) instead of fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
@@ -61,6 +95,12 @@ export function createServer(opts: ServerOptions): FastifyInstance {
 
   app.addHook('onRequest', async (request, reply) => {
     request.ctx = {};
+    if (limits !== undefined && request.url.length > limits.urlLength) {
+      throw new RegistryError('UNSUPPORTED', {
+        status: 414,
+        message: `request URL longer than ${limits.urlLength} characters`,
+      });
+    }
     const start = process.hrtime.bigint();
     reply.raw.once('close', () => {
       const res = reply.raw;
@@ -70,6 +110,8 @@ export function createServer(opts: ServerOptions): FastifyInstance {
           method: request.method,
           path: request.url.split('?')[0],
           upstream: request.ctx.upstream,
+          user: request.ctx.user,
+          ip: request.ip,
           status: res.statusCode,
           bytes,
           cache: request.ctx.cache,

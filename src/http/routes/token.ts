@@ -14,10 +14,12 @@ import { headerValue } from '../../upstream/registry-client.ts';
 import { realmTrusted } from '../../upstream/realm-trust.ts';
 import type { UpstreamRuntime } from '../../upstream/runtime.ts';
 import type { Router } from '../../routing/router.ts';
+import type { AccessController } from '../../auth/access-controller.ts';
 import { version } from '../../version.ts';
 
 export interface TokenRouteDeps {
   readonly router: Router<UpstreamRuntime>;
+  readonly access: AccessController;
   /** Issue stand-in tokens when the upstream token service fails (the cache is on). */
   readonly staleTokens: boolean;
 }
@@ -69,6 +71,11 @@ export function registerTokenRoute(app: FastifyInstance, deps: TokenRouteDeps): 
         message: `no upstream is configured for registry ${named ?? ''}`,
       });
     request.ctx.upstream = up.name;
+    if (deps.access.authenticated) {
+      const q = request.url.indexOf('?');
+      const params = new URLSearchParams(q < 0 ? '' : request.url.slice(q + 1));
+      return reply.type('application/json').send(await deps.access.issueToken(request, up, params));
+    }
     let realm;
     try {
       realm = await up.realms.get();

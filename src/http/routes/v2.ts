@@ -18,7 +18,9 @@ import { acceptList } from '../../cache/tag-policy.ts';
 import { pipeline } from 'node:stream/promises';
 import { headerValue, type RegistryClient, type UpstreamResponse } from '../../upstream/registry-client.ts';
 import { version } from '../../version.ts';
-import { relay } from '../relay.ts';
+import { countBytes, relay } from '../relay.ts';
+import type { AccessController } from '../../auth/access-controller.ts';
+import type { RateLimiter } from '../../auth/rate-limit.ts';
 
 export interface V2RouteDeps {
   readonly router: Router<UpstreamRuntime>;
@@ -26,6 +28,8 @@ export interface V2RouteDeps {
   readonly publicUrl: () => string;
   /** The blob cache; absent when `cache.enabled` is false (plain relay). */
   readonly blobs?: BlobService;
+  readonly access: AccessController;
+  readonly limiter: RateLimiter;
 }
 
 /** Request headers forwarded upstream: credentials, content negotiation and conditional/range GETs. */
@@ -88,6 +92,7 @@ function headerString(v: string | string[] | undefined): string | undefined {
 }
 
 function clientCredentials(request: FastifyRequest): string | undefined {
+  if (request.ctx.stripAuthorization === true) return undefined;
   const auth = request.headers.authorization;
   if (auth === undefined || auth.startsWith(`Bearer ${ownTokenPrefix}`)) return undefined;
   return auth;
@@ -130,7 +135,12 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
   ): Promise<void> {
     const method = request.method === 'HEAD' ? 'HEAD' : 'GET';
     const headers = upstreamHeaders(request);
-    if (headers.authorization?.startsWith(`Bearer ${ownTokenPrefix}`) === true) delete headers.authorization;
+    if (
+      request.ctx.stripAuthorization === true ||
+      headers.authorization?.startsWith(`Bearer ${ownTokenPrefix}`) === true
+    ) {
+      delete headers.authorization;
+    }
     let res = await up.client.request({ method, url, headers, signal: abort.signal });
     if (
       route.kind === 'manifest' &&
@@ -193,18 +203,15 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
     }
     if (Buffer.isBuffer(body)) {
       request.ctx.bytes = body.length;
+      request.ctx.budget?.(body.length);
       raw.end(body);
       return;
     }
-    const ctx = request.ctx;
-    ctx.bytes = 0;
-    body.on('data', (chunk: Buffer) => {
-      ctx.bytes = (ctx.bytes ?? 0) + chunk.length;
-    });
+    countBytes(request.ctx, body, raw);
     try {
       await pipeline(body, raw, { signal: abort.signal });
     } catch (err) {
-      ctx.error = err instanceof Error ? err.message : String(err);
+      request.ctx.error = err instanceof Error ? err.message : String(err);
       raw.destroy();
     }
   }
@@ -216,6 +223,12 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
     const routed = 'name' in route ? deps.router.route(request.headers.host, ns, route.name) : undefined;
     const up = routed?.upstream ?? deps.router.upstreamFor(request.headers.host, ns);
     request.ctx.upstream = up.name;
+    const principal = await deps.access.authorize(request, up, 'name' in route ? route.name : undefined);
+    const user = principal.kind === 'user' ? principal.name : undefined;
+    if (user !== undefined) request.ctx.user = user;
+    request.ctx.budget = (n) => deps.limiter.bytes(request.ip, user, n);
+    // With client authentication on, the client's Authorization is Docxy's own token: never upstream.
+    if (deps.access.authenticated) request.ctx.stripAuthorization = true;
     const method = request.method === 'HEAD' ? 'HEAD' : 'GET';
     const name = routed?.name ?? '';
     let url: string;
@@ -240,6 +253,11 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
         throw new RegistryError('UNSUPPORTED', {
           message: 'Docxy is a read-only pull-through mirror; this endpoint is not supported',
         });
+    }
+    if (route.kind === 'base' && deps.access.authenticated) {
+      // The client holds a valid Docxy token (authorize passed): the upstream's challenge is not its business.
+      reply.header('docker-distribution-api-version', 'registry/2.0').type('application/json').send({});
+      return;
     }
     const abort = abortOnClose(reply);
     const blobs = deps.blobs;

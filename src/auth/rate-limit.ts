@@ -1,0 +1,127 @@
+/**
+ * Rate limits, off unless configured: requests per minute and bytes per hour per client address and
+ * per user (fixed windows), concurrent connections per address, and a growing delay for failed
+ * logins per address and per user. Over a limit -> 429 TOOMANYREQUESTS with Retry-After.
+ */
+import { RegistryError } from '../registry/errors.ts';
+
+export interface RateLimitConfig {
+  readonly per_ip: { requests_per_minute?: number; bytes_per_hour?: number; connections?: number };
+  readonly per_user: { requests_per_minute?: number; bytes_per_hour?: number };
+  readonly failed_login_delay: number;
+}
+
+export interface RateLimiter {
+  /** Counts one request; throws TOOMANYREQUESTS when over a request or byte budget. */
+  request(ip: string, user: string | undefined): void;
+  /** Counts bytes sent; false when the transfer just went over a byte budget (cut it). */
+  bytes(ip: string, user: string | undefined, n: number): boolean;
+  /** A new connection from `ip`; false when over the cap (close it). Call `closed` when it ends. */
+  opened(ip: string): boolean;
+  closed(ip: string): void;
+  /** Milliseconds to wait before answering a login attempt. */
+  loginDelay(ip: string, user: string | undefined): number;
+  loginFailed(ip: string, user: string | undefined): void;
+}
+
+interface Window {
+  start: number;
+  used: number;
+}
+
+const minute = 60_000;
+const hour = 3_600_000;
+const failureMemoryMs = 10 * minute;
+
+export function createRateLimiter(cfg: RateLimitConfig, now: () => number = Date.now): RateLimiter {
+  const windows = new Map<string, Window>();
+  const connections = new Map<string, number>();
+  const failures = new Map<string, { count: number; last: number }>();
+
+  function windowOf(key: string, span: number): Window {
+    const t = now();
+    let w = windows.get(key);
+    if (w === undefined || t - w.start >= span) {
+      w = { start: t, used: 0 };
+      windows.set(key, w);
+    }
+    return w;
+  }
+
+  function over(key: string, span: number, limit: number | undefined, add: number): number | undefined {
+    if (limit === undefined) return undefined;
+    const w = windowOf(key, span);
+    w.used += add;
+    return w.used > limit ? Math.ceil((w.start + span - now()) / 1000) : undefined;
+  }
+
+  function tooMany(retryAfter: number, what: string): RegistryError {
+    return new RegistryError('TOOMANYREQUESTS', {
+      message: `rate limit exceeded: ${what}`,
+      headers: { 'retry-after': String(Math.max(1, retryAfter)) },
+    });
+  }
+
+  // Old windows are dropped now and then so the maps stay as small as the active client set.
+  let lastSweep = now();
+  function sweep(): void {
+    const t = now();
+    if (t - lastSweep < minute) return;
+    lastSweep = t;
+    for (const [k, w] of windows) if (t - w.start >= hour) windows.delete(k);
+    for (const [k, f] of failures) if (t - f.last >= failureMemoryMs) failures.delete(k);
+  }
+
+  return {
+    request(ip, user) {
+      sweep();
+      const r1 = over(`rpm:ip:${ip}`, minute, cfg.per_ip.requests_per_minute, 1);
+      if (r1 !== undefined) throw tooMany(r1, 'requests per minute for this address');
+      if (user !== undefined) {
+        const r2 = over(`rpm:user:${user}`, minute, cfg.per_user.requests_per_minute, 1);
+        if (r2 !== undefined) throw tooMany(r2, 'requests per minute for this user');
+      }
+      const b1 = over(`bph:ip:${ip}`, hour, cfg.per_ip.bytes_per_hour, 0);
+      if (b1 !== undefined) throw tooMany(b1, 'bytes per hour for this address');
+      if (user !== undefined) {
+        const b2 = over(`bph:user:${user}`, hour, cfg.per_user.bytes_per_hour, 0);
+        if (b2 !== undefined) throw tooMany(b2, 'bytes per hour for this user');
+      }
+    },
+    bytes(ip, user, n) {
+      const a = over(`bph:ip:${ip}`, hour, cfg.per_ip.bytes_per_hour, n);
+      const b =
+        user === undefined ? undefined : over(`bph:user:${user}`, hour, cfg.per_user.bytes_per_hour, n);
+      return a === undefined && b === undefined;
+    },
+    opened(ip) {
+      const n = (connections.get(ip) ?? 0) + 1;
+      connections.set(ip, n);
+      return cfg.per_ip.connections === undefined || n <= cfg.per_ip.connections;
+    },
+    closed(ip) {
+      const n = (connections.get(ip) ?? 1) - 1;
+      if (n <= 0) connections.delete(ip);
+      else connections.set(ip, n);
+    },
+    loginDelay(ip, user) {
+      const t = now();
+      const count = (k: string): number => {
+        const f = failures.get(k);
+        return f !== undefined && t - f.last < failureMemoryMs ? f.count : 0;
+      };
+      const n = Math.max(count(`ip:${ip}`), user === undefined ? 0 : count(`user:${user}`));
+      return Math.min(n, 10) * cfg.failed_login_delay;
+    },
+    loginFailed(ip, user) {
+      const t = now();
+      for (const k of [`ip:${ip}`, ...(user === undefined ? [] : [`user:${user}`])]) {
+        const f = failures.get(k);
+        failures.set(k, {
+          count: (f !== undefined && t - f.last < failureMemoryMs ? f.count : 0) + 1,
+          last: t,
+        });
+      }
+    },
+  };
+}
