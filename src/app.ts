@@ -4,6 +4,7 @@
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import { createAccessController } from './auth/access-controller.ts';
+import { createAccessProofs } from './auth/access-proofs.ts';
 import { createUserStore } from './auth/htpasswd.ts';
 import { createPolicy } from './auth/policy.ts';
 import { createRateLimiter } from './auth/rate-limit.ts';
@@ -12,7 +13,11 @@ import type { FastifyInstance } from 'fastify';
 import type { BlobFill } from './cache/blob-fill.ts';
 import { createBlobService, type BlobService } from './cache/blob-service.ts';
 import { createEvictor, type Evictor } from './cache/eviction.ts';
-import { canonicalAccept, createManifestService } from './cache/manifest-service.ts';
+import {
+  canonicalAccept,
+  createManifestService,
+  type UpstreamManifestFetch,
+} from './cache/manifest-service.ts';
 import { createTagPolicy } from './cache/tag-policy.ts';
 import type { Config } from './config/load.ts';
 import type { ResolvedUpstream } from './config/upstreams.ts';
@@ -91,6 +96,7 @@ function createUpstream(
     dispatcher: createDispatcher(u),
     timeouts: u.timeouts,
     observe: rateLimitObserver(u.name, log),
+    allowPrivateRedirects: config.limits.allow_private_redirects,
   });
   const realms = createTokenRealmCache(client);
   const auth = createUpstreamAuth({
@@ -100,17 +106,18 @@ function createUpstream(
     trusted: (realm) => realmTrusted(realm, u.url, u.authHosts),
   });
   const scope = (name: string): string => `repository:${name}:pull`;
+  const fetchManifest: UpstreamManifestFetch = ({ method, name, reference }) =>
+    auth.request(
+      { method, url: `/v2/${name}/manifests/${reference}`, headers: { accept: canonicalAccept } },
+      scope(name),
+    );
   const manifests =
     storage === undefined
       ? undefined
       : createManifestService({
           storage,
           upstream: u.name,
-          fetch: ({ method, name, reference }) =>
-            auth.request(
-              { method, url: `/v2/${name}/manifests/${reference}`, headers: { accept: canonicalAccept } },
-              scope(name),
-            ),
+          fetch: fetchManifest,
           policy: createTagPolicy({ ttlMs: u.tagTtlMs, maxStaleMs: config.cache.max_stale }),
           log: log.child({ module: 'manifests', upstream: u.name }),
         });
@@ -121,6 +128,7 @@ function createUpstream(
     realms,
     tokenPath: isDefault ? '/auth/token' : `/auth/token/${u.name}`,
     manifests,
+    fetchManifest,
     fetchBlob: ({ method, name, digest, start, signal }) =>
       auth.request(
         {
@@ -218,7 +226,14 @@ export function createApp(config: Config, log: Logger): App {
 
   registerHealthRoute(server);
   registerTokenRoute(server, { router, access, staleTokens: storage !== undefined });
-  registerV2Routes(server, { router, publicUrl: publicUrlOf, blobs, access, limiter });
+  registerV2Routes(server, {
+    router,
+    publicUrl: publicUrlOf,
+    blobs,
+    access,
+    limiter,
+    proofs: createAccessProofs(),
+  });
 
   return {
     server,

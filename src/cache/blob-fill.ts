@@ -17,6 +17,7 @@ import { RegistryError } from '../registry/errors.ts';
 import type { Digest } from '../registry/reference.ts';
 import type { ObjectWriter, PartialReader } from '../storage/driver.ts';
 import { discard } from '../upstream/body.ts';
+import type { Visibility } from './reply.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
 
 export type FillState = 'running' | 'complete' | 'failed' | 'detached';
@@ -26,6 +27,8 @@ export type BlobFetcher = (opts: { start: number; signal?: AbortSignal }) => Pro
 
 export interface FillOptions {
   readonly digest: Digest;
+  /** Whose credentials fetched it, hence who may be served it. */
+  readonly visibility: Visibility;
   readonly writer: ObjectWriter;
   readonly reader: PartialReader;
   /** The first upstream response (status 200); its body is the start of the blob. */
@@ -73,6 +76,7 @@ export class BlobFill {
   readonly digest: Digest;
   /** Size announced by the upstream (Content-Length), if it did. */
   readonly size: number | undefined;
+  readonly visibility: Visibility;
   #state: FillState = 'running';
   #written = 0;
   #error: unknown;
@@ -85,6 +89,7 @@ export class BlobFill {
   constructor(opts: FillOptions) {
     this.#opts = opts;
     this.digest = opts.digest;
+    this.visibility = opts.visibility;
     const len = headerValue(opts.response.headers, 'content-length');
     this.size = len === undefined ? undefined : Number(len);
     void this.#run();

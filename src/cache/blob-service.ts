@@ -13,7 +13,7 @@ import { paths } from '../storage/paths.ts';
 import { discard } from '../upstream/body.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
 import { BlobFill } from './blob-fill.ts';
-import type { CacheReply } from './reply.ts';
+import type { CacheReply, Visibility } from './reply.ts';
 
 export interface BlobRequest {
   readonly method: 'GET' | 'HEAD';
@@ -23,8 +23,10 @@ export interface BlobRequest {
   readonly range?: string;
   readonly ifRange?: string;
   readonly ifNoneMatch?: string;
-  /** The upstream's fetcher (Docxy's own identity at the upstream the request routed to). */
+  /** The upstream fetcher: Docxy's own identity, or the client's credentials for private content. */
   readonly fetch: UpstreamBlobFetch;
+  /** What a fill made with `fetch` may be served to. */
+  readonly visibility: Visibility;
 }
 
 /** Fetches a blob from the upstream with Docxy's own identity. */
@@ -117,14 +119,26 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
     return body;
   }
 
-  async function fromStorage(req: BlobRequest, key: string, size: number): Promise<CacheReply> {
+  async function fromStorage(
+    req: BlobRequest,
+    key: string,
+    size: number,
+    visibility: Visibility,
+  ): Promise<CacheReply> {
     const p = plan(req, size);
     void storage.touch(key);
     if (req.method === 'HEAD' || p.status === 304)
-      return { kind: 'local', status: p.status, headers: p.headers, cache: 'hit' };
+      return { kind: 'local', status: p.status, headers: p.headers, cache: 'hit', visibility };
     const body = await storage.get(key, { start: p.start, end: p.end });
     if (body === undefined) throw new RegistryError('BLOB_UNKNOWN'); // evicted between stat and get: rare
-    return { kind: 'local', status: p.status, headers: p.headers, body: track(key, body), cache: 'hit' };
+    return {
+      kind: 'local',
+      status: p.status,
+      headers: p.headers,
+      body: track(key, body),
+      cache: 'hit',
+      visibility,
+    };
   }
 
   async function startFill(req: BlobRequest, key: string): Promise<BlobFill | UpstreamResponse> {
@@ -133,7 +147,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
     let writer;
     let reader;
     try {
-      writer = await storage.createWriter(key);
+      writer = await storage.createWriter(key, { metadata: { visibility: req.visibility } });
       reader = await writer.openPartialReader();
     } catch (err) {
       // Storage cannot take it (disk full): the client still gets the bytes, relayed.
@@ -143,6 +157,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
     }
     return new BlobFill({
       digest: req.digest,
+      visibility: req.visibility,
       writer,
       reader,
       response,
@@ -177,7 +192,13 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
     async get(req) {
       const key = paths.blob(req.digest.value);
       const info = await storage.stat(key);
-      if (info !== undefined) return fromStorage(req, key, info.size);
+      if (info !== undefined)
+        return fromStorage(
+          req,
+          key,
+          info.size,
+          info.metadata.visibility === 'private' ? 'private' : 'shared',
+        );
 
       const running = flights.get(key);
       if (req.method === 'HEAD' && running === undefined) {
@@ -188,7 +209,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
         const len = headerValue(res.headers, 'content-length');
         const headers = blobHeaders(req.digest.value);
         if (len !== undefined) headers['content-length'] = len;
-        return { kind: 'local', status: 200, headers, cache: 'miss' };
+        return { kind: 'local', status: 200, headers, cache: 'miss', visibility: req.visibility };
       }
 
       const { value, joined } = flights.join(key, () => {
@@ -227,18 +248,20 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
           headers,
           body: req.method === 'HEAD' ? undefined : track(key, fill.follow(0)),
           cache: joined ? 'coalesced' : 'miss',
+          visibility: fill.visibility,
         };
       }
       const p = plan(req, fill.size);
       const cache = joined ? 'coalesced' : 'miss';
       if (req.method === 'HEAD' || p.status === 304)
-        return { kind: 'local', status: p.status, headers: p.headers, cache };
+        return { kind: 'local', status: p.status, headers: p.headers, cache, visibility: fill.visibility };
       return {
         kind: 'local',
         status: p.status,
         headers: p.headers,
         body: track(key, fill.follow(p.start, p.end)),
         cache,
+        visibility: fill.visibility,
       };
     },
   };

@@ -14,7 +14,7 @@ import type { StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import { discard, readCapped } from '../upstream/body.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
-import type { CacheReply, CacheResult } from './reply.ts';
+import type { CacheReply, CacheResult, Visibility } from './reply.ts';
 import { acceptable, isUpstreamFailure, type TagPolicy, type TagRecord } from './tag-policy.ts';
 
 /**
@@ -37,6 +37,8 @@ export interface ManifestRequest {
   readonly referenceIsDigest: boolean;
   /** The client's Accept media ranges. */
   readonly accept: readonly string[];
+  /** Fetch with these credentials instead of Docxy's own (private content); the result is `private`. */
+  readonly fetch?: UpstreamManifestFetch;
 }
 
 export type UpstreamManifestFetch = (req: {
@@ -66,6 +68,7 @@ interface StoredManifest {
   readonly digest: string;
   readonly mediaType: string;
   readonly bytes: Buffer;
+  readonly visibility: Visibility;
 }
 
 /** Media type from the response header, else from the manifest's own `mediaType` field. */
@@ -139,14 +142,21 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
     if (info === undefined) return undefined;
     const bytes = await storage.getBytes(key);
     if (bytes === undefined) return undefined;
-    const m = { digest, mediaType: info.metadata.mediaType ?? mediaTypeOf(undefined, bytes), bytes };
+    const m: StoredManifest = {
+      digest,
+      mediaType: info.metadata.mediaType ?? mediaTypeOf(undefined, bytes),
+      bytes,
+      visibility: info.metadata.visibility === 'private' ? 'private' : 'shared',
+    };
     remember(m);
     return m;
   }
 
   async function storeManifest(m: StoredManifest): Promise<void> {
     const key = paths.manifest(m.digest);
-    const w = await storage.createWriter(key, { metadata: { mediaType: m.mediaType } });
+    const w = await storage.createWriter(key, {
+      metadata: { mediaType: m.mediaType, visibility: m.visibility },
+    });
     try {
       await w.write(m.bytes);
       await w.commit();
@@ -205,16 +215,19 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
       },
       body: req.method === 'HEAD' ? undefined : m.bytes,
       cache,
+      visibility: m.visibility,
     };
   }
 
   /** GETs a manifest from the upstream, verifies it and stores it. Non-200 answers come back as they are. */
   async function fetchAndStore(
+    fetch: UpstreamManifestFetch,
+    visibility: Visibility,
     name: string,
     reference: string,
     expectDigest?: string,
   ): Promise<StoredManifest | UpstreamResponse> {
-    const res = await deps.fetch({ method: 'GET', name, reference });
+    const res = await fetch({ method: 'GET', name, reference });
     if (res.status !== 200) return res;
     const bytes = await readCapped(res.body, maxManifestBytes, 'manifest');
     const announced = headerValue(res.headers, 'docker-content-digest');
@@ -235,7 +248,12 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
         message: `upstream manifest does not match its digest ${expectDigest ?? announced ?? ''}`,
       });
     }
-    const m = { digest, mediaType: mediaTypeOf(headerValue(res.headers, 'content-type'), bytes), bytes };
+    const m: StoredManifest = {
+      digest,
+      mediaType: mediaTypeOf(headerValue(res.headers, 'content-type'), bytes),
+      bytes,
+      visibility,
+    };
     await storeManifest(m);
     return m;
   }
@@ -247,7 +265,13 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
   async function byDigest(req: ManifestRequest): Promise<CacheReply | 'bypass'> {
     const cached = await loadManifest(req.reference);
     if (cached !== undefined) return serve(req, cached, 'hit');
-    const got = await fetchAndStore(req.name, req.reference, req.reference);
+    const got = await fetchAndStore(
+      req.fetch ?? deps.fetch,
+      req.fetch === undefined ? 'shared' : 'private',
+      req.name,
+      req.reference,
+      req.reference,
+    );
     if (!('bytes' in got)) return { kind: 'upstream', response: got };
     return serve(req, got, 'miss');
   }
@@ -270,7 +294,7 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
       };
       let head: UpstreamResponse;
       try {
-        head = await deps.fetch({ method: 'HEAD', name: req.name, reference: req.reference });
+        head = await (req.fetch ?? deps.fetch)({ method: 'HEAD', name: req.name, reference: req.reference });
       } catch (err) {
         if (failureStatus(err)) return stale((err as Error).message);
         throw err;
@@ -287,7 +311,12 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
     }
     let got: StoredManifest | UpstreamResponse;
     try {
-      got = await fetchAndStore(req.name, req.reference);
+      got = await fetchAndStore(
+        req.fetch ?? deps.fetch,
+        req.fetch === undefined ? 'shared' : 'private',
+        req.name,
+        req.reference,
+      );
     } catch (err) {
       if (
         rec !== undefined &&

@@ -2,6 +2,13 @@
 import type { Readable } from 'node:stream';
 import type { UpstreamResponse } from '../upstream/registry-client.ts';
 
+/**
+ * Who may be served a cached object: `shared` was fetched with Docxy's own upstream identity, so
+ * every client the policy admits may have it; `private` was fetched with a client's own
+ * credentials, so each client must first prove upstream that it may pull it (auth/access-proofs.ts).
+ */
+export type Visibility = 'shared' | 'private';
+
 /** How a request was served, for the request log (DESIGN.md convention 10). */
 export type CacheResult = 'hit' | 'miss' | 'coalesced' | 'revalidated' | 'stale' | 'bypass';
 
@@ -13,6 +20,7 @@ export type CacheReply =
       /** Absent for HEAD, 304 and errors without a body. */
       readonly body?: Readable | Buffer;
       readonly cache: CacheResult;
+      readonly visibility: Visibility;
     }
   /** The upstream refused Docxy's own identity (private, unknown, rate-limited): relay it, or retry with the client's credentials. */
   | { readonly kind: 'upstream'; readonly response: UpstreamResponse };

@@ -15,6 +15,11 @@ export function withLibraryPrefix(name: string, libraryPrefix: boolean): string 
  * Several scopes may be joined by spaces (Docker's token spec).
  */
 export function mapScope(scope: string, libraryPrefix: boolean): string {
+  return mapScopeNames(scope, (name) => withLibraryPrefix(name, libraryPrefix));
+}
+
+/** Applies `mapName` to every repository name in a scope string. */
+export function mapScopeNames(scope: string, mapName: (name: string) => string): string {
   return scope
     .split(' ')
     .map((one) => {
@@ -24,7 +29,7 @@ export function mapScope(scope: string, libraryPrefix: boolean): string {
       const type = one.slice(0, first);
       if (type !== 'repository' && !type.startsWith('repository(')) return one;
       const name = one.slice(first + 1, last);
-      return `${type}:${withLibraryPrefix(name, libraryPrefix)}${one.slice(last)}`;
+      return `${type}:${mapName(name)}${one.slice(last)}`;
     })
     .join(' ');
 }

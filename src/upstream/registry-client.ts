@@ -8,6 +8,7 @@
 import type { Readable } from 'node:stream';
 import { errors as undiciErrors, type Dispatcher } from 'undici';
 import { RegistryError } from '../registry/errors.ts';
+import { resolvesToSpecial } from './address-guard.ts';
 import { discard } from './body.ts';
 
 export type Headers = Record<string, string | string[] | undefined>;
@@ -44,6 +45,11 @@ export interface RegistryClientOptions {
   readonly mirrors?: readonly string[];
   /** The connection pools (TLS, egress proxy, connect timeout): see dispatcher.ts. */
   readonly dispatcher: Dispatcher;
+  /**
+   * Follow redirects to loopback, link-local and private addresses. Default: only when the
+   * upstream's own host is such an address (address-guard.ts).
+   */
+  readonly allowPrivateRedirects?: boolean;
   /** Sees every upstream response's headers (e.g. Docker Hub's ratelimit-remaining). */
   readonly observe?: (headers: Headers, url: URL) => void;
   /** Header and idle timeouts, applied to every request (some proxy agents ignore pool options). */
@@ -91,6 +97,12 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
   const baseUrl = opts.baseUrl.replace(/\/+$/, '');
   const maxRedirects = opts.maxRedirects ?? 5;
   const agent = opts.dispatcher;
+  let allowPrivate: Promise<boolean> | undefined;
+  const privateRedirectsAllowed = (): Promise<boolean> =>
+    (allowPrivate ??=
+      opts.allowPrivateRedirects !== undefined
+        ? Promise.resolve(opts.allowPrivateRedirects)
+        : resolvesToSpecial(new URL(baseUrl).hostname));
   const bases = [baseUrl, ...(opts.mirrors ?? []).map((m) => m.replace(/\/+$/, ''))];
 
   async function once(
@@ -139,6 +151,12 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
           throw new RegistryError('UNAVAILABLE', {
             status: 502,
             message: 'upstream redirected to a non-HTTP URL',
+          });
+        }
+        if (!(await privateRedirectsAllowed()) && (await resolvesToSpecial(next.hostname))) {
+          throw new RegistryError('UNAVAILABLE', {
+            status: 502,
+            message: `upstream redirected to a private or loopback address (${next.hostname}); refused`,
           });
         }
         // The registry's token is for the registry only: a CDN gets a signed URL and no credentials.

@@ -1,5 +1,5 @@
 /** Everything Docxy holds for one upstream registry, built once by app.ts. */
-import type { ManifestService } from '../cache/manifest-service.ts';
+import type { ManifestService, UpstreamManifestFetch } from '../cache/manifest-service.ts';
 import type { UpstreamBlobFetch } from '../cache/blob-service.ts';
 import type { ResolvedUpstream } from '../config/upstreams.ts';
 import type { RegistryClient } from './registry-client.ts';
@@ -17,5 +17,7 @@ export interface UpstreamRuntime {
   readonly manifests?: ManifestService;
   /** Fetches a blob with Docxy's own identity (cache fills). */
   readonly fetchBlob: UpstreamBlobFetch;
+  /** Fetches a manifest with Docxy's own identity. */
+  readonly fetchManifest: UpstreamManifestFetch;
   close(): Promise<void>;
 }

@@ -155,6 +155,55 @@ async function registryAnswers(url: string): Promise<boolean> {
   }
 }
 
+/**
+ * Starts `docker-registry serve <configPath>` (output appended to `logFile`) and waits until it
+ * answers on `registryUrl`; a registry that exits or never answers is stopped and reported.
+ * Shared by the fake hub and the plain registries (plain-registry.ts).
+ */
+export async function startRegistryProcess(opts: {
+  configPath: string;
+  logFile: string;
+  cwd: string;
+  registryUrl: string;
+}): Promise<Managed> {
+  const proc = startProcess('docker-registry', REGISTRY_BINARY, ['serve', opts.configPath], {
+    logFile: opts.logFile,
+    env: registryEnv(),
+    cwd: opts.cwd,
+  });
+  try {
+    await waitFor(
+      'docker-registry to answer',
+      async () => {
+        if (proc.child.exitCode !== null || proc.child.signalCode !== null) {
+          throw new Error(`docker-registry exited early:\n${proc.log()}`);
+        }
+        return registryAnswers(opts.registryUrl);
+      },
+      20_000,
+    );
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
+  return proc;
+}
+
+let logMarkers = 0;
+
+/**
+ * The requests a registry answered, from its access log in `logFile`, oldest first; while it runs,
+ * the log is flushed first (see `flushRegistryLog`).
+ */
+export async function readRegistryRequests(
+  registryUrl: string,
+  logFile: string,
+  running: boolean,
+): Promise<RegistryRequest[]> {
+  if (running) await flushRegistryLog(registryUrl, logFile, ++logMarkers);
+  return parseRegistryLog(readLog(logFile));
+}
+
 export async function startFakeHub(opts: FakeHubOptions = {}): Promise<FakeHub> {
   const useCdn = opts.cdn ?? true;
   const service = opts.service ?? 'registry.docker.io';
@@ -222,34 +271,12 @@ export async function startFakeHub(opts: FakeHubOptions = {}): Promise<FakeHub> 
 
     const startRegistry = async (): Promise<void> => {
       if (registry !== undefined) throw new Error('fake hub: registry already running');
-      const proc = startProcess('docker-registry', REGISTRY_BINARY, ['serve', configPath], {
-        logFile,
-        env: registryEnv(),
-        cwd: dir.path,
-      });
-      registry = proc;
-      try {
-        await waitFor(
-          'docker-registry to answer',
-          async () => {
-            if (proc.child.exitCode !== null || proc.child.signalCode !== null) {
-              throw new Error(`docker-registry exited early:\n${proc.log()}`);
-            }
-            return registryAnswers(registryUrl);
-          },
-          20_000,
-        );
-      } catch (err) {
-        registry = undefined;
-        await proc.stop();
-        throw err;
-      }
+      registry = await startRegistryProcess({ configPath, logFile, cwd: dir.path, registryUrl });
     };
 
     await startRegistry();
 
     const tokenServer = token;
-    let markers = 0;
     return {
       registryUrl,
       registryPort,
@@ -261,10 +288,7 @@ export async function startFakeHub(opts: FakeHubOptions = {}): Promise<FakeHub> 
       storageDir,
       registryPid: () => registry?.pid,
       // One log file across restarts (startProcess appends), so history survives a restart.
-      async registryRequests() {
-        if (registry !== undefined) await flushRegistryLog(registryUrl, logFile, ++markers);
-        return parseRegistryLog(readLog(logFile));
-      },
+      registryRequests: () => readRegistryRequests(registryUrl, logFile, registry !== undefined),
       registryLog: () => readLog(logFile),
       async stopRegistry() {
         const proc = registry;
@@ -297,7 +321,8 @@ async function flushRegistryLog(registryUrl: string, logFile: string, n: number)
   await waitFor('the registry log marker', () => readLog(logFile).includes(marker), 5000);
 }
 
-function readLog(file: string): string {
+/** A log file's text, or '' when it does not exist (yet). */
+export function readLog(file: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch {

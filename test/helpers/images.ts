@@ -582,7 +582,7 @@ function writeFileAtomic(tmp: string, dest: string, text: string): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Pushing (plain registry HTTP API, token auth)
+// Pushing (plain registry HTTP API; token auth for the hub, Basic or none for plain registries)
 
 /** What the push client needs from a registry; a `FakeHub` is one. */
 export interface PushTarget {
@@ -592,13 +592,27 @@ export interface PushTarget {
   readonly pushUser: { readonly username: string; readonly password: string };
 }
 
+/**
+ * The `Authorization` header value every push request carries (`Bearer …`, `Basic …`), or
+ * undefined for a registry that takes anonymous pushes.
+ */
+export type PushAuthorization = string | undefined;
+
+function authHeader(authorization: PushAuthorization): Record<string, string> {
+  return authorization === undefined ? {} : { authorization };
+}
+
+/** `Basic base64(user:password)`, for registries with htpasswd auth. */
+export function basicAuthorization(user: { readonly username: string; readonly password: string }): string {
+  return `Basic ${Buffer.from(`${user.username}:${user.password}`).toString('base64')}`;
+}
+
 /** Fetches a `pull,push` token for `repo` from the realm, authenticating as the push user. */
 export async function pushToken(target: PushTarget, repo: string): Promise<string> {
   const url = new URL(target.realm);
   url.searchParams.set('service', target.service);
   url.searchParams.set('scope', `repository:${repo}:pull,push`);
-  const basic = Buffer.from(`${target.pushUser.username}:${target.pushUser.password}`).toString('base64');
-  const res = await fetch(url, { headers: { authorization: `Basic ${basic}` } });
+  const res = await fetch(url, { headers: { authorization: basicAuthorization(target.pushUser) } });
   await expectStatus(res, 200, `push token for ${repo}`);
   const body = (await res.json()) as { token?: unknown };
   if (typeof body.token !== 'string') throw new Error(`push token for ${repo}: no token in the answer`);
@@ -615,11 +629,16 @@ async function expectStatus(res: Response, expected: number, what: string): Prom
  * Whether the registry already has the blob in `repo`. With the CDN redirect on, Distribution
  * answers an existing blob's HEAD with a 307 too, hence `redirect: 'manual'`.
  */
-async function blobExists(target: PushTarget, repo: string, token: string, digest: string): Promise<boolean> {
-  const res = await fetch(`${target.registryUrl}/v2/${repo}/blobs/${digest}`, {
+async function blobExists(
+  registryUrl: string,
+  repo: string,
+  authorization: PushAuthorization,
+  digest: string,
+): Promise<boolean> {
+  const res = await fetch(`${registryUrl}/v2/${repo}/blobs/${digest}`, {
     method: 'HEAD',
     redirect: 'manual',
-    headers: { authorization: `Bearer ${token}` },
+    headers: authHeader(authorization),
   });
   await res.body?.cancel();
   return res.status === 200 || res.status === 307;
@@ -628,14 +647,14 @@ async function blobExists(target: PushTarget, repo: string, token: string, diges
 /** PUTs a file with an exact Content-Length, streaming it (fetch would send it chunked). */
 async function putFile(
   url: URL,
-  token: string,
+  authorization: PushAuthorization,
   file: string,
   size: number,
 ): Promise<{ status: number; digest: string | undefined; body: string }> {
   const req = httpRequest(url, {
     method: 'PUT',
     headers: {
-      authorization: `Bearer ${token}`,
+      ...authHeader(authorization),
       'content-type': 'application/octet-stream',
       'content-length': size,
     },
@@ -657,32 +676,37 @@ async function putFile(
 }
 
 /** Monolithic upload: `POST …/blobs/uploads/`, then one `PUT <location>&digest=…` with the content. */
-async function uploadBlob(target: PushTarget, repo: string, token: string, blob: BlobContent): Promise<void> {
+async function uploadBlob(
+  registryUrl: string,
+  repo: string,
+  authorization: PushAuthorization,
+  blob: BlobContent,
+): Promise<void> {
   const what = `upload ${blob.digest} to ${repo}`;
-  const start = await fetch(`${target.registryUrl}/v2/${repo}/blobs/uploads/`, {
+  const start = await fetch(`${registryUrl}/v2/${repo}/blobs/uploads/`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${token}` },
+    headers: authHeader(authorization),
   });
   await expectStatus(start, 202, what);
   await start.body?.cancel();
   const location = start.headers.get('location');
   if (location === null) throw new Error(`${what}: no Location on 202`);
   // Location may be absolute or relative; it already carries the signed `_state` query.
-  const url = new URL(location, target.registryUrl);
+  const url = new URL(location, registryUrl);
   url.searchParams.set('digest', blob.digest);
 
   let digest: string | null | undefined;
   if (blob.bytes !== undefined) {
     const res = await fetch(url, {
       method: 'PUT',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream' },
+      headers: { ...authHeader(authorization), 'content-type': 'application/octet-stream' },
       body: blob.bytes,
     });
     await expectStatus(res, 201, what);
     await res.body?.cancel();
     digest = res.headers.get('docker-content-digest');
   } else {
-    const res = await putFile(url, token, blob.file, blob.size);
+    const res = await putFile(url, authorization, blob.file, blob.size);
     if (res.status !== 201) throw new Error(`${what}: HTTP ${res.status} (expected 201) ${res.body}`);
     digest = res.digest;
   }
@@ -697,8 +721,28 @@ export async function pushBlob(
   mediaType = 'application/octet-stream',
 ): Promise<BlobRef> {
   const blob: BlobContent = { mediaType, digest: sha256(bytes), size: bytes.length, bytes };
-  await uploadBlob(target, repo, await pushToken(target, repo), blob);
+  await uploadBlob(target.registryUrl, repo, `Bearer ${await pushToken(target, repo)}`, blob);
   return ref(blob);
+}
+
+/** PUTs a manifest under its reference with its media type; checks the digest the registry computed. */
+async function putManifest(
+  registryUrl: string,
+  repo: string,
+  manifest: ManifestContent,
+  authorization: PushAuthorization,
+): Promise<void> {
+  const res = await fetch(`${registryUrl}/v2/${repo}/manifests/${manifest.reference}`, {
+    method: 'PUT',
+    headers: { ...authHeader(authorization), 'content-type': manifest.mediaType },
+    body: manifest.bytes,
+  });
+  const what = `push manifest ${repo}:${manifest.reference}`;
+  await expectStatus(res, 201, what);
+  await res.body?.cancel();
+  const digest = res.headers.get('docker-content-digest');
+  if (digest !== manifest.digest)
+    throw new Error(`${what}: registry says digest ${String(digest)}, expected ${manifest.digest}`);
 }
 
 /** PUTs a manifest under its reference with its media type; checks the digest the registry computed. */
@@ -709,17 +753,7 @@ export async function pushManifest(
   token?: string,
 ): Promise<void> {
   const bearer = token ?? (await pushToken(target, repo));
-  const res = await fetch(`${target.registryUrl}/v2/${repo}/manifests/${manifest.reference}`, {
-    method: 'PUT',
-    headers: { authorization: `Bearer ${bearer}`, 'content-type': manifest.mediaType },
-    body: manifest.bytes,
-  });
-  const what = `push manifest ${repo}:${manifest.reference}`;
-  await expectStatus(res, 201, what);
-  await res.body?.cancel();
-  const digest = res.headers.get('docker-content-digest');
-  if (digest !== manifest.digest)
-    throw new Error(`${what}: registry says digest ${String(digest)}, expected ${manifest.digest}`);
+  await putManifest(target.registryUrl, repo, manifest, `Bearer ${bearer}`);
 }
 
 /** The descriptor part of a test image (without its content). */
@@ -739,18 +773,29 @@ export function descriptorOf(image: TestImage): ImageDescriptor {
 }
 
 /**
- * Pushes an image: blobs, then platform manifests by digest, then the tagged manifest
- * (Distribution checks that everything a manifest references already exists). Blobs in files
- * are skipped when the registry already has them, so re-seeding `big` is cheap.
+ * Pushes an image to any registry, every request carrying `authorization` (or none): blobs, then
+ * platform manifests by digest, then the tagged manifest (Distribution checks that everything a
+ * manifest references already exists). Blobs in files are skipped when the registry already has
+ * them, so re-seeding `big` is cheap.
  */
+export async function pushImageWith(
+  registryUrl: string,
+  authorization: PushAuthorization,
+  image: TestImage,
+): Promise<ImageDescriptor> {
+  for (const blob of image.blobs) {
+    if (blob.file !== undefined && (await blobExists(registryUrl, image.repo, authorization, blob.digest)))
+      continue;
+    await uploadBlob(registryUrl, image.repo, authorization, blob);
+  }
+  for (const manifest of image.manifests) await putManifest(registryUrl, image.repo, manifest, authorization);
+  return descriptorOf(image);
+}
+
+/** Pushes an image to a token-auth registry (the fake hub) as its push user. */
 export async function pushImage(target: PushTarget, image: TestImage): Promise<ImageDescriptor> {
   const token = await pushToken(target, image.repo);
-  for (const blob of image.blobs) {
-    if (blob.file !== undefined && (await blobExists(target, image.repo, token, blob.digest))) continue;
-    await uploadBlob(target, image.repo, token, blob);
-  }
-  for (const manifest of image.manifests) await pushManifest(target, image.repo, manifest, token);
-  return descriptorOf(image);
+  return pushImageWith(target.registryUrl, `Bearer ${token}`, image);
 }
 
 export type DefaultImageName = Exclude<ImageName, 'big'>;

@@ -6,7 +6,9 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../../registry/errors.ts';
-import { mapScope } from '../../routing/library-prefix.ts';
+import { mapScopeNames } from '../../routing/library-prefix.ts';
+import { parseScopes } from '../../auth/scopes.ts';
+import { remoteNameFor } from '../../auth/access-controller.ts';
 import { randomBytes } from 'node:crypto';
 import { discard, readCapped } from '../../upstream/body.ts';
 import { ownTokenPrefix } from './v2.ts';
@@ -27,14 +29,24 @@ export interface TokenRouteDeps {
 /** Token JSON is small; anything larger is not a token response. */
 const maxTokenResponse = 1024 * 1024;
 
+/** The first repository name a token request asks about (it decides the upstream). */
+function firstScopeName(params: URLSearchParams): string | undefined {
+  return parseScopes(params.getAll('scope')).find((s) => s.type === 'repository')?.name;
+}
+
 function mapParams(
   params: URLSearchParams,
-  libraryPrefix: boolean,
+  up: UpstreamRuntime,
   service: string | undefined,
 ): URLSearchParams {
   const out = new URLSearchParams();
   for (const [k, v] of params) {
-    if (k === 'scope') out.append(k, mapScope(v, libraryPrefix));
+    // Scope names as the client used them (`quay.io/org/img`, `alpine`) become the upstream's.
+    if (k === 'scope')
+      out.append(
+        k,
+        mapScopeNames(v, (name) => remoteNameFor(up, name)),
+      );
     else if (k === 'service' && service !== undefined) out.append(k, service);
     else out.append(k, v);
   }
@@ -46,12 +58,14 @@ function mapParams(
  * what the cache holds. Docxy hands out its own: it is never sent upstream and grants only what
  * the cache serves anyway (public content fetched with Docxy's own identity).
  */
-function standInToken(request: FastifyRequest, reply: FastifyReply, why: string): FastifyReply {
-  request.ctx.cache = 'stale';
-  request.log.warn(
-    { why },
-    'upstream token service unavailable; issuing a stand-in token for cached content',
-  );
+function standInToken(request: FastifyRequest, reply: FastifyReply, why: string, stale = true): FastifyReply {
+  if (stale) {
+    request.ctx.cache = 'stale';
+    request.log.warn(
+      { why },
+      'upstream token service unavailable; issuing a stand-in token for cached content',
+    );
+  }
   const token = `${ownTokenPrefix}${randomBytes(24).toString('base64url')}`;
   return reply
     .code(200)
@@ -62,19 +76,28 @@ function standInToken(request: FastifyRequest, reply: FastifyReply, why: string)
 export function registerTokenRoute(app: FastifyInstance, deps: TokenRouteDeps): void {
   async function handle(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const named = (request.params as { upstream?: string }).upstream;
+    const q = request.url.indexOf('?');
+    const query = new URLSearchParams(q < 0 ? '' : request.url.slice(q + 1));
+    const form =
+      request.method === 'POST' && typeof request.body === 'string'
+        ? new URLSearchParams(request.body)
+        : undefined;
+    // Without an upstream in the path, the scope decides (`repository:quay.io/org/img:pull` is
+    // quay's), like the /v2 request the token is for: a token never comes from another registry.
+    const scopeName = firstScopeName(query) ?? (form === undefined ? undefined : firstScopeName(form));
     const up =
-      named === undefined
-        ? deps.router.upstreamFor(request.headers.host, undefined)
-        : deps.router.byName(named);
+      named !== undefined
+        ? deps.router.byName(named)
+        : scopeName !== undefined
+          ? deps.router.route(request.headers.host, undefined, scopeName).upstream
+          : deps.router.upstreamFor(request.headers.host, undefined);
     if (up === undefined)
       throw new RegistryError('NAME_UNKNOWN', {
         message: `no upstream is configured for registry ${named ?? ''}`,
       });
     request.ctx.upstream = up.name;
     if (deps.access.authenticated) {
-      const q = request.url.indexOf('?');
-      const params = new URLSearchParams(q < 0 ? '' : request.url.slice(q + 1));
-      return reply.type('application/json').send(await deps.access.issueToken(request, up, params));
+      return reply.type('application/json').send(await deps.access.issueToken(request, up, query));
     }
     let realm;
     try {
@@ -85,27 +108,29 @@ export function registerTokenRoute(app: FastifyInstance, deps: TokenRouteDeps): 
       throw err;
     }
     if (realm.kind !== 'bearer' || realm.realm === undefined) {
-      throw new RegistryError('NOT_FOUND', { message: 'the upstream registry has no token service' });
+      // A client sent here by another upstream's challenge (path prefix routing) asks for a token
+      // this registry does not issue (Basic or anonymous): Docxy's stand-in serves, and Docxy's own
+      // identity fetches. Without it the client could not pull at all.
+      return standInToken(request, reply, `upstream ${up.name} has no token service`, false);
     }
     const headers: Record<string, string> = { 'user-agent': `docxy/${version}`, accept: 'application/json' };
     const auth = request.headers.authorization;
     // The client's credentials go only to a token service of the registry's own domain.
-    if (auth !== undefined && realmTrusted(realm.realm, up.config.url, up.config.authHosts))
-      headers.authorization = auth;
+    const trusted = realmTrusted(realm.realm, up.config.url, up.config.authHosts);
+    if (auth !== undefined && trusted) headers.authorization = auth;
 
     const target = new URL(realm.realm);
-    const q = request.url.indexOf('?');
-    const query = mapParams(
-      new URLSearchParams(q < 0 ? '' : request.url.slice(q + 1)),
-      up.config.libraryPrefix,
-      realm.service,
-    );
-    for (const [k, v] of query) target.searchParams.append(k, v);
+    for (const [k, v] of mapParams(query, up, realm.service)) target.searchParams.append(k, v);
 
     let body: string | undefined;
     if (request.method === 'POST') {
-      const form = typeof request.body === 'string' ? request.body : '';
-      body = mapParams(new URLSearchParams(form), up.config.libraryPrefix, realm.service).toString();
+      // The OAuth2 form carries passwords or refresh tokens: never to a realm outside the registry's
+      // domain. 404 makes containerd and docker fall back to a GET, which carries no credentials.
+      if (!trusted)
+        throw new RegistryError('NOT_FOUND', {
+          message: 'the upstream token service does not take this form',
+        });
+      body = mapParams(form ?? new URLSearchParams(), up, realm.service).toString();
       headers['content-type'] = 'application/x-www-form-urlencoded';
     }
     let res;

@@ -12,7 +12,10 @@ import { parseDigest, parseV2Path, type V2Route } from '../../registry/reference
 import type { Router } from '../../routing/router.ts';
 import type { UpstreamRuntime } from '../../upstream/runtime.ts';
 import { discard, readCapped } from '../../upstream/body.ts';
-import type { BlobService } from '../../cache/blob-service.ts';
+import type { BlobService, UpstreamBlobFetch } from '../../cache/blob-service.ts';
+import { canonicalAccept, type UpstreamManifestFetch } from '../../cache/manifest-service.ts';
+import type { AccessProofs } from '../../auth/access-proofs.ts';
+import { rewriteRealm } from '../../upstream/auth-challenge.ts';
 import type { CacheReply } from '../../cache/reply.ts';
 import { acceptList } from '../../cache/tag-policy.ts';
 import { pipeline } from 'node:stream/promises';
@@ -30,6 +33,7 @@ export interface V2RouteDeps {
   readonly blobs?: BlobService;
   readonly access: AccessController;
   readonly limiter: RateLimiter;
+  readonly proofs: AccessProofs;
 }
 
 /** Request headers forwarded upstream: credentials, content negotiation and conditional/range GETs. */
@@ -82,6 +86,37 @@ async function headFromGet(
     headers: { ...res.headers, 'content-length': String(bytes.length), 'docker-content-digest': digest },
     body: Readable.from([]),
   };
+}
+
+/** Docxy's own identity was refused by the upstream (private or unknown to it). */
+function refused(answer: CacheReply | 'bypass'): answer is Extract<CacheReply, { kind: 'upstream' }> {
+  return (
+    answer !== 'bypass' &&
+    answer.kind === 'upstream' &&
+    (answer.response.status === 401 || answer.response.status === 403)
+  );
+}
+
+/** Fetchers that carry the client's own upstream credentials (for private content). */
+function clientManifestFetch(up: UpstreamRuntime, credential: string): UpstreamManifestFetch {
+  return ({ method, name, reference }) =>
+    up.client.request({
+      method,
+      url: `/v2/${name}/manifests/${reference}`,
+      headers: { authorization: credential, accept: canonicalAccept },
+    });
+}
+
+function clientBlobFetch(up: UpstreamRuntime, credential: string): UpstreamBlobFetch {
+  return ({ method, name, digest, start, signal }) =>
+    up.client.request({
+      method,
+      url: `/v2/${name}/blobs/${digest}`,
+      headers: start
+        ? { authorization: credential, range: `bytes=${start}-` }
+        : { authorization: credential },
+      signal,
+    });
 }
 
 /** Docxy's own stand-in tokens (issued while the upstream's token service is down) are never sent upstream. */
@@ -170,26 +205,95 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
     return out.code(200).send({});
   }
 
+  /** An OCI error for an upstream refusal of a private object (the client proved nothing). */
+  function refusal(up: UpstreamRuntime, res: UpstreamResponse, kind: 'manifest' | 'blob'): RegistryError {
+    discard(res.body);
+    if (res.status === 401) {
+      const challenge = headerValue(res.headers, 'www-authenticate');
+      const headers: Record<string, string> = {};
+      if (challenge !== undefined)
+        headers['www-authenticate'] = rewriteRealm(challenge, `${deps.publicUrl()}${up.tokenPath}`);
+      return new RegistryError('UNAUTHORIZED', { headers });
+    }
+    if (res.status === 403) return new RegistryError('DENIED');
+    if (res.status === 404)
+      return new RegistryError(kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'BLOB_UNKNOWN');
+    return new RegistryError('UNAVAILABLE', {
+      status: 502,
+      message: `upstream answered ${res.status} to an access check`,
+    });
+  }
+
+  /**
+   * A private object (fetched with some client's credentials) goes only to a requester who proves
+   * upstream, with its own credentials, that it may pull it. Throws the refusal otherwise.
+   */
+  async function proveAccess(
+    up: UpstreamRuntime,
+    request: FastifyRequest,
+    kind: 'manifest' | 'blob',
+    name: string,
+    digest: string,
+  ): Promise<void> {
+    const credential = clientCredentials(request);
+    const proof = await deps.proofs.prove({
+      credential,
+      upstream: up.name,
+      name,
+      digest,
+      check: () => {
+        if (credential === undefined) {
+          return kind === 'manifest'
+            ? up.fetchManifest({ method: 'HEAD', name, reference: digest })
+            : up.fetchBlob({ method: 'HEAD', name, digest });
+        }
+        const path = kind === 'manifest' ? 'manifests' : 'blobs';
+        return up.client.request({
+          method: 'HEAD',
+          url: `/v2/${name}/${path}/${digest}`,
+          headers: { authorization: credential, accept: canonicalAccept },
+        });
+      },
+    });
+    if (proof !== true) {
+      request.log.warn(
+        {
+          audit: true,
+          event: 'denied',
+          ip: request.ip,
+          upstream: up.name,
+          repository: name,
+          reason: 'private object, access not proven',
+        },
+        'audit',
+      );
+      throw refusal(up, proof, kind);
+    }
+  }
+
   async function writeCacheReply(
     up: UpstreamRuntime,
     request: FastifyRequest,
     reply: FastifyReply,
     answer: CacheReply,
-    fallback: () => Promise<void>,
     abort: AbortController,
+    check: { kind: 'manifest' | 'blob'; name: string; digest?: string },
   ): Promise<void> {
     if (answer.kind === 'upstream') {
-      const status = answer.response.status;
-      // Docxy's identity was refused (private repository): the client's own credentials may do.
-      if ((status === 401 || status === 403) && clientCredentials(request) !== undefined) {
-        discard(answer.response.body);
-        request.ctx.cache = 'bypass';
-        await fallback();
-        return;
-      }
-      if (status === 401) up.realms.observe(headerValue(answer.response.headers, 'www-authenticate'));
+      if (answer.response.status === 401)
+        up.realms.observe(headerValue(answer.response.headers, 'www-authenticate'));
       await relay(request, reply, answer.response, relayOptions(up, abort));
       return;
+    }
+    if (answer.visibility === 'private') {
+      const digest = check.digest ?? answer.headers['docker-content-digest'];
+      try {
+        if (digest === undefined) throw new RegistryError('DENIED');
+        await proveAccess(up, request, check.kind, check.name, digest);
+      } catch (err) {
+        if (answer.body !== undefined && !Buffer.isBuffer(answer.body)) answer.body.destroy();
+        throw err;
+      }
     }
     request.ctx.cache = answer.cache;
     reply.hijack();
@@ -259,6 +363,18 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
       reply.header('docker-distribution-api-version', 'registry/2.0').type('application/json').send({});
       return;
     }
+    if (
+      route.kind === 'base' &&
+      up.config.credentials !== undefined &&
+      clientCredentials(request) === undefined &&
+      (await up.realms.get().catch(() => up.realms.known()))?.kind === 'basic'
+    ) {
+      // Docxy pulls with its own account from this Basic-auth registry: an anonymous client needs
+      // no login, while a relayed Basic challenge would demand one (docker fails with "no basic
+      // auth credentials"). A client that sends credentials still reaches the registry.
+      reply.header('docker-distribution-api-version', 'registry/2.0').type('application/json').send({});
+      return;
+    }
     const abort = abortOnClose(reply);
     const blobs = deps.blobs;
     const manifests = up.manifests;
@@ -270,34 +386,55 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
 
     switch (route.kind) {
       case 'manifest': {
-        const answer = await manifests.get({
+        const base = {
           method,
           name,
           reference: route.reference,
           referenceIsDigest: route.referenceIsDigest,
           accept: acceptList(request.raw.headersDistinct.accept),
-        });
+        } as const;
+        let answer = await manifests.get(base);
+        // Docxy's identity was refused (a private repository): the client's own credentials may do,
+        // and what they fetch is cached as private.
+        const credential = clientCredentials(request);
+        if (refused(answer) && credential !== undefined) {
+          discard(answer.response.body);
+          answer = await manifests.get({ ...base, fetch: clientManifestFetch(up, credential) });
+        }
         if (answer === 'bypass') {
           request.ctx.cache = 'bypass';
           await fallback();
           return;
         }
-        await writeCacheReply(up, request, reply, answer, fallback, abort);
+        await writeCacheReply(up, request, reply, answer, abort, { kind: 'manifest', name });
         return;
       }
       case 'blob': {
         const digest = parseDigest(route.digest);
         if (digest === undefined) throw new RegistryError('DIGEST_INVALID');
-        const answer = await blobs.get({
+        const base = {
           method,
           name,
-          fetch: up.fetchBlob,
           digest,
           range: request.headers.range,
           ifRange: headerString(request.headers['if-range']),
           ifNoneMatch: request.headers['if-none-match'],
+        } as const;
+        let answer = await blobs.get({ ...base, fetch: up.fetchBlob, visibility: 'shared' });
+        const credential = clientCredentials(request);
+        if (refused(answer) && credential !== undefined) {
+          discard(answer.response.body);
+          answer = await blobs.get({
+            ...base,
+            fetch: clientBlobFetch(up, credential),
+            visibility: 'private',
+          });
+        }
+        await writeCacheReply(up, request, reply, answer, abort, {
+          kind: 'blob',
+          name,
+          digest: digest.value,
         });
-        await writeCacheReply(up, request, reply, answer, fallback, abort);
         return;
       }
       case 'base':
