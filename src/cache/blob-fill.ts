@@ -20,6 +20,9 @@ import { discard } from '../upstream/body.ts';
 import type { Visibility } from './reply.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
 
+/** Received bytes waiting for the disk, at most (then receiving pauses: backpressure upstream). */
+const writeQueueBytes = 4 * 1024 * 1024;
+
 export type FillState = 'running' | 'complete' | 'failed' | 'detached';
 
 /** Fetches the blob from the upstream with Docxy's own identity, from byte `start` on. */
@@ -83,6 +86,8 @@ export class BlobFill {
   #waiters: (() => void)[] = [];
   #refs = 0;
   #readerClosed = false;
+  /** Size and digest checked out (the commit may still be running). */
+  #verified = false;
   readonly #opts: FillOptions;
   readonly #abort = new AbortController();
 
@@ -134,29 +139,64 @@ export class BlobFill {
     this.#abort.signal.addEventListener('abort', onAbort, { once: true });
     let body: AsyncIterable<Buffer> = first;
     let attempt = 0;
+    // Receiving and writing overlap: received chunks queue up (at most writeQueueBytes) while the
+    // previous batch is being written, and each write takes everything queued so far — so the
+    // network never waits for the disk chunk by chunk, and followers wake once per batch.
+    let queue: Buffer[] = [];
+    let queued = 0;
+    let storageFailed = false;
+    let writing: Promise<void> | undefined;
+    const pump = async (): Promise<void> => {
+      while (queued > 0 && !storageFailed) {
+        const bufs = queue;
+        const n = queued;
+        queue = [];
+        queued = 0;
+        try {
+          await writer.write(bufs.length === 1 && bufs[0] !== undefined ? bufs[0] : Buffer.concat(bufs, n));
+        } catch (err) {
+          // Disk full or similar: stop caching, let every follower fetch the rest itself.
+          log.warn(
+            { digest: digest.value, err: (err as Error).message },
+            'cache write failed; relaying without caching',
+          );
+          storageFailed = true;
+          this.#state = 'detached';
+          this.#abort.abort();
+          await writer.cancel();
+          return;
+        }
+        this.#written += n;
+        this.#notify();
+      }
+    };
+    const startPump = (): void => {
+      writing ??= pump().finally(() => {
+        writing = undefined;
+      });
+    };
+    /** Waits until everything received is written; false when storage failed. */
+    const drain = async (): Promise<boolean> => {
+      startPump();
+      while (writing !== undefined) await writing;
+      return !storageFailed;
+    };
     try {
       for (;;) {
         try {
           for await (const chunk of body) {
+            if (this.state === 'detached') return;
             hash.update(chunk);
-            try {
-              await writer.write(chunk);
-            } catch (err) {
-              // Disk full or similar: stop caching, let every follower fetch the rest itself.
-              log.warn(
-                { digest: digest.value, err: (err as Error).message },
-                'cache write failed; relaying without caching',
-              );
-              this.#state = 'detached';
-              this.#abort.abort();
-              await writer.cancel();
-              return;
-            }
-            this.#written += chunk.length;
-            this.#notify();
+            queue.push(chunk);
+            queued += chunk.length;
+            startPump();
+            while (queued >= writeQueueBytes && writing !== undefined) await writing;
           }
+          if (!(await drain())) return;
           break;
         } catch (err) {
+          // What arrived before the break is good: keep it, and resume after it.
+          if (!(await drain())) return;
           if (this.#abort.signal.aborted) throw this.#abort.signal.reason ?? err;
           if (attempt >= this.#opts.resumeRetries) throw err;
           attempt++;
@@ -184,6 +224,10 @@ export class BlobFill {
           message: `upstream content does not match ${digest.value}`,
         });
       }
+      // Verified: followers may have the last byte now; the commit (a flush to disk) need not
+      // hold up any client.
+      this.#verified = true;
+      this.#notify();
       try {
         await writer.commit();
       } catch (err) {
@@ -227,7 +271,7 @@ export class BlobFill {
   follow(start: number, end?: number): Readable {
     this.#refs++;
     const gen = this.#generate(start, end);
-    const stream = Readable.from(gen, { objectMode: false, highWaterMark: 1024 * 1024 });
+    const stream = Readable.from(gen, { objectMode: false, highWaterMark: 256 * 1024 });
     stream.once('close', () => {
       this.#refs--;
       this.#maybeCloseReader();
@@ -245,7 +289,8 @@ export class BlobFill {
       // The blob's last byte is held back until the fill is verified: a client must never receive
       // a complete body whose digest turns out wrong. If verification fails, it gets a truncated
       // transfer (connection closed) and retries; Docker resumes with a Range.
-      const hold = this.#state === 'running' && this.size !== undefined && limit >= this.size ? 1 : 0;
+      const hold =
+        this.#state === 'running' && !this.#verified && this.size !== undefined && limit >= this.size ? 1 : 0;
       const avail = Math.min(this.#written, limit - hold);
       if (pos < avail) {
         for await (const chunk of this.#opts.reader.read(pos, avail)) {
