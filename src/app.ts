@@ -2,7 +2,7 @@
  * The composition root: the only place that calls the factories and wires their dependencies.
  */
 import type { AddressInfo, Socket } from 'node:net';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { createAccessController } from './auth/access-controller.ts';
 import { createAccessProofs } from './auth/access-proofs.ts';
 import { createUserStore } from './auth/htpasswd.ts';
@@ -25,7 +25,12 @@ import { createFlights } from './coordination/single-flight.ts';
 import { registerHealthRoute } from './http/routes/health.ts';
 import { registerTokenRoute } from './http/routes/token.ts';
 import { registerV2Routes } from './http/routes/v2.ts';
-import { createServer } from './http/server.ts';
+import { createDocxyServer } from './http/server.ts';
+import { createAcmeManager, type AcmeManager } from './http/acme.ts';
+import { createRedirectListener } from './http/redirect-listener.ts';
+import { daysLeft, loadTlsFiles, type TlsMaterial } from './http/tls.ts';
+import { watch, type FSWatcher } from 'node:fs';
+import type { Server } from 'node:http';
 import type { Logger } from './observability/logger.ts';
 import { createRouter } from './routing/router.ts';
 import type { StorageDriver } from './storage/driver.ts';
@@ -44,6 +49,12 @@ import { createUpstreamAuth } from './upstream/upstream-auth.ts';
 
 export interface App {
   readonly server: FastifyInstance;
+  /** Re-reads the certificate and key files (file change, SIGHUP); keeps the old ones if the new are bad. */
+  reloadTls(): void;
+  /** The ACME manager, when certificates come from ACME. */
+  acme(): AcmeManager | undefined;
+  /** The plain HTTP redirect/ACME listener, when there is one. */
+  redirectServer(): Server | undefined;
   /** Binds the listener; returns the public URL in force. */
   listen(): Promise<string>;
   /** The public base URL (the configured one, or derived from the bound address). */
@@ -59,10 +70,10 @@ function splitHostPort(listen: string): { host: string; port: number } {
 }
 
 /** `http://<listen address>`; a wildcard address is no address a client can use, so loopback stands in. */
-export function defaultPublicUrl(address: AddressInfo): string {
+export function defaultPublicUrl(address: AddressInfo, tls = false): string {
   const wildcard = address.address === '0.0.0.0' || address.address === '::';
   const host = wildcard ? '127.0.0.1' : address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  return `http://${host}:${address.port}`;
+  return `${tls ? 'https' : 'http'}://${host}:${address.port}`;
 }
 
 /**
@@ -144,8 +155,16 @@ function createUpstream(
 }
 
 export function createApp(config: Config, log: Logger): App {
-  const server = createServer({
+  // Certificates from files are checked before anything starts: a bad one fails the start.
+  const tlsFiles =
+    config.tls?.cert !== undefined && config.tls.key !== undefined
+      ? { cert: config.tls.cert, key: config.tls.key }
+      : undefined;
+  const initialTls = tlsFiles === undefined ? undefined : loadTlsFiles(tlsFiles.cert, tlsFiles.key);
+  const docxyServer = createDocxyServer({
     log,
+    tls: config.tlsEnabled ? (initialTls ?? 'pending') : undefined,
+    trustProxy: config.trust_proxy,
     limits: {
       urlLength: config.limits.url_length,
       headerBytes: config.limits.header_bytes,
@@ -154,6 +173,39 @@ export function createApp(config: Config, log: Logger): App {
       headersTimeout: config.limits.headers_timeout,
     },
   });
+  const server = docxyServer.app;
+  const installTls = (m: TlsMaterial, why: string): void => {
+    docxyServer.setTls(m);
+    const days = daysLeft(m);
+    const fields = { serial: m.serial, subject: m.subject, notAfter: m.notAfter.toISOString(), why };
+    if (days < 14)
+      log.warn(
+        { ...fields, daysLeft: Math.floor(days) },
+        days < 0 ? 'TLS certificate has EXPIRED' : 'TLS certificate expires soon',
+      );
+    else log.info(fields, 'TLS certificate in use');
+  };
+  const acmeManager =
+    config.tls?.acme === undefined
+      ? undefined
+      : createAcmeManager({
+          config: config.tls.acme,
+          dir: join(config.data, 'acme'),
+          log: log.child({ module: 'acme' }),
+          onCertificate: (m) => {
+            installTls(m, 'acme');
+          },
+        });
+  const reloadTls = (): void => {
+    if (tlsFiles === undefined) return;
+    try {
+      installTls(loadTlsFiles(tlsFiles.cert, tlsFiles.key), 'reload');
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'TLS reload failed; keeping the certificate in use');
+    }
+  };
+  const watchers: FSWatcher[] = [];
+  let redirect: Server | undefined;
   const storage: StorageDriver | undefined = config.cache.enabled
     ? createFilesystemDriver(config.data)
     : undefined;
@@ -239,8 +291,45 @@ export function createApp(config: Config, log: Logger): App {
     server,
     publicUrl: publicUrlOf,
     evictor: () => evictor,
+    reloadTls,
+    acme: () => acmeManager,
+    redirectServer: () => redirect,
     async listen() {
       await tokens; // a bad signing key fails the start, naming the file
+      if (config.http_listen !== undefined) {
+        const r = createRedirectListener({
+          publicUrl: publicUrlOf,
+          challenges: () => acmeManager?.challenges,
+        });
+        const { host: rh, port: rp } = splitHostPort(config.http_listen);
+        await new Promise<void>((resolve, reject) => {
+          r.once('error', reject);
+          r.listen(rp, rh, () => {
+            resolve();
+          });
+        });
+        redirect = r;
+      }
+      if (initialTls !== undefined) installTls(initialTls, 'start');
+      if (acmeManager !== undefined) {
+        // The HTTP listener is up, so HTTP-01 challenges can be answered before HTTPS starts.
+        installTls(await acmeManager.ensure(), 'start');
+        acmeManager.start();
+      }
+      if (tlsFiles !== undefined) {
+        // Certificate renewals replace the files (often by rename): watch their folders.
+        let pending: NodeJS.Timeout | undefined;
+        for (const dir of new Set([dirname(tlsFiles.cert), dirname(tlsFiles.key)])) {
+          const names = new Set([basename(tlsFiles.cert), basename(tlsFiles.key)]);
+          const w = watch(dir, (_event, name) => {
+            if (name !== null && !names.has(name)) return;
+            if (pending !== undefined) clearTimeout(pending);
+            pending = setTimeout(reloadTls, 200);
+          });
+          w.unref();
+          watchers.push(w);
+        }
+      }
       if (storage !== undefined) {
         // Leftovers of a crash mid-fill were never committed: remove them before serving.
         const removed = await storage.cleanupTemporary();
@@ -251,7 +340,7 @@ export function createApp(config: Config, log: Logger): App {
       await server.listen({ host, port });
       const address = server.server.address() as AddressInfo;
       if (publicUrl === undefined) {
-        publicUrl = defaultPublicUrl(address);
+        publicUrl = defaultPublicUrl(address, config.tlsEnabled);
         if (address.address === '0.0.0.0' || address.address === '::') {
           log.warn(
             { publicUrl },
@@ -271,6 +360,10 @@ export function createApp(config: Config, log: Logger): App {
     },
     async close() {
       evictor?.stop();
+      acmeManager?.stop();
+      for (const w of watchers) w.close();
+      const r = redirect;
+      if (r !== undefined) await new Promise<void>((resolve) => r.close(() => { resolve(); }));
       await server.close();
       await blobs?.close();
       await Promise.all(upstreams.map((u) => u.close()));

@@ -1,4 +1,8 @@
-/** `docxy serve`: load the configuration, start the app, stop cleanly on SIGTERM/SIGINT. */
+/**
+ * `docxy serve`: load the configuration, start the app; SIGHUP reloads the certificate (and checks
+ * ACME renewal); SIGTERM/SIGINT stop accepting, let running transfers finish for up to
+ * `shutdown_timeout`, then exit 0.
+ */
 import { createApp } from '../app.ts';
 import { loadConfig, type Flags } from '../config/load.ts';
 import { createLogger } from '../observability/logger.ts';
@@ -8,13 +12,25 @@ export async function serve(flags: Flags): Promise<void> {
   const log = createLogger(config.log_level);
   const app = createApp(config, log);
   await app.listen();
+  process.on('SIGHUP', () => {
+    log.info('SIGHUP: reloading TLS certificate');
+    app.reloadTls();
+  });
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal }, 'shutting down');
+    log.info({ signal, boundMs: config.shutdown_timeout }, 'shutting down: no new connections; running transfers may finish');
+    const bound = setTimeout(() => {
+      log.warn('shutdown bound reached; closing what is left');
+      process.exit(0);
+    }, config.shutdown_timeout);
+    bound.unref();
     app.close().then(
-      () => process.exit(0),
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
       (err: unknown) => {
         log.error({ err }, 'shutdown failed');
         process.exit(1);

@@ -12,8 +12,17 @@ import { parse as parseYaml } from 'yaml';
 import { configSchema, formatIssues, type ConfigFile } from './schema.ts';
 import { resolveUpstreams, type ResolvedUpstreams } from './upstreams.ts';
 
-/** The configuration the app runs with: the file's keys, upstreams resolved. */
-export type Config = Omit<ConfigFile, 'upstream' | 'upstreams' | 'default_upstream'> & ResolvedUpstreams;
+/** The configuration the app runs with: the file's keys, upstreams and listeners resolved. */
+export type Config = Omit<
+  ConfigFile,
+  'upstream' | 'upstreams' | 'default_upstream' | 'listen' | 'http_listen'
+> &
+  ResolvedUpstreams & {
+    readonly listen: string;
+    /** The plain HTTP redirect/ACME listener, when TLS is on and it is not disabled. */
+    readonly http_listen: string | undefined;
+    readonly tlsEnabled: boolean;
+  };
 
 export class ConfigError extends Error {
   readonly problems: readonly string[];
@@ -79,6 +88,11 @@ export function envOverrides(env: NodeJS.ProcessEnv): Tree {
       setPath(tree, ['upstream', 'url'], raw);
       continue;
     }
+    // The seed's names for the certificate and key files.
+    if (k === 'DOCXY_CERT_PATH' || k === 'DOCXY_KEY_PATH') {
+      setPath(tree, ['tls', k === 'DOCXY_CERT_PATH' ? 'cert' : 'key'], raw);
+      continue;
+    }
     const path = k
       .slice('DOCXY_'.length)
       .toLowerCase()
@@ -121,10 +135,24 @@ export function validateConfig(tree: unknown, source: string, env: NodeJS.Proces
   const res = configSchema.safeParse(tree);
   if (!res.success) throw new ConfigError(source, formatIssues(res.error));
   const problems: string[] = [];
-  const { upstream: _u, upstreams: _us, default_upstream: _d, ...rest } = res.data;
+  const {
+    upstream: _u,
+    upstreams: _us,
+    default_upstream: _d,
+    listen,
+    http_listen: httpListen,
+    ...rest
+  } = res.data;
   const resolved = resolveUpstreams(res.data, env, problems);
   if (problems.length > 0) throw new ConfigError(source, problems);
-  return { ...rest, ...resolved };
+  const tlsEnabled = rest.tls !== undefined && (rest.tls.cert !== undefined || rest.tls.acme !== undefined);
+  return {
+    ...rest,
+    ...resolved,
+    tlsEnabled,
+    listen: listen ?? (tlsEnabled ? '0.0.0.0:443' : '0.0.0.0:5000'),
+    http_listen: !tlsEnabled || httpListen === false ? undefined : (httpListen ?? '0.0.0.0:80'),
+  };
 }
 
 /** File < environment < flags. */

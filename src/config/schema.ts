@@ -259,9 +259,63 @@ export const limitsSchema = z
   })
   .strict();
 
+export const tlsSchema = z
+  .object({
+    cert: z.string().optional().describe('PEM certificate chain (leaf first); env DOCXY_CERT_PATH'),
+    key: z
+      .string()
+      .optional()
+      .describe('PEM private key: PKCS#1 RSA, SEC1 EC (P-256, P-384) or PKCS#8; env DOCXY_KEY_PATH'),
+    acme: z
+      .object({
+        domains: z
+          .array(z.string().min(1))
+          .min(1)
+          .describe('names the certificate is for (the first is its subject)'),
+        email: z.string().optional().describe('the ACME account contact'),
+        directory_url: httpUrl
+          .default('https://acme-v02.api.letsencrypt.org/directory')
+          .describe(
+            "the ACME directory (Let's Encrypt; staging: https://acme-staging-v02.api.letsencrypt.org/directory)",
+          ),
+        directory_ca_file: z
+          .string()
+          .optional()
+          .describe('extra CA to trust for the directory itself (test CAs such as pebble)'),
+        renew_before: duration
+          .default(30 * 86_400_000)
+          .describe('renew when the certificate expires within this'),
+        check_interval: duration
+          .default(12 * 3_600_000)
+          .describe('how often to check whether renewal is due'),
+      })
+      .strict()
+      .optional()
+      .describe('obtain and renew the certificate with ACME (HTTP-01 on http_listen) instead of cert/key'),
+  })
+  .strict()
+  .refine((t) => (t.cert === undefined) === (t.key === undefined), 'give both cert and key, or neither')
+  .refine((t) => !(t.acme !== undefined && t.cert !== undefined), 'give cert/key or acme, not both');
+
 export const configSchema = z
   .object({
-    listen: hostPort.default('0.0.0.0:5000').describe('address and port of the plain HTTP listener'),
+    listen: hostPort
+      .optional()
+      .describe('address and port of the main listener (default 0.0.0.0:443 with TLS, 0.0.0.0:5000 without)'),
+    http_listen: z
+      .union([hostPort, z.literal(false)])
+      .optional()
+      .describe(
+        'with TLS: the plain HTTP listener that redirects to HTTPS and answers ACME challenges (default 0.0.0.0:80; false = none)',
+      ),
+    trust_proxy: z
+      .array(z.string().min(1))
+      .default([])
+      .describe('addresses or CIDRs of reverse proxies whose X-Forwarded-For/-Proto are believed'),
+    tls: tlsSchema.optional(),
+    shutdown_timeout: duration
+      .default(30_000)
+      .describe('on SIGTERM/SIGINT, let running transfers finish this long, then exit'),
     public_url: httpUrl
       .optional()
       .describe('the URL clients reach Docxy at; every URL Docxy emits (token realm) is built from it'),

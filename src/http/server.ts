@@ -5,7 +5,14 @@
  * answers push methods before any body is read.
  */
 import { randomUUID } from 'node:crypto';
-import { createServer as createHttpServer } from 'node:http';
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import { createSecureServer, type Http2SecureServer } from 'node:http2';
+import type { TlsMaterial } from './tls.ts';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { RegistryError } from '../registry/errors.ts';
 import { sendError } from './error-reply.ts';
@@ -45,6 +52,13 @@ export interface ServerLimits {
 
 export interface ServerOptions {
   readonly limits?: ServerLimits;
+  /**
+   * Serve HTTPS with HTTP/2 (ALPN) and HTTP/1.1 instead of plain HTTP: with this certificate, or
+   * 'pending' until `setTls` gives one (ACME).
+   */
+  readonly tls?: TlsMaterial | 'pending';
+  /** Addresses or CIDRs of reverse proxies whose X-Forwarded-For/-Proto are believed. */
+  readonly trustProxy?: readonly string[];
   /** The process logger (pino), typed as fastify's base so the instance keeps its default generics. */
   readonly log: FastifyBaseLogger;
   /** Largest request body accepted (token POSTs); registry bodies are never read. */
@@ -53,11 +67,35 @@ export interface ServerOptions {
 
 const readOnlyMethods = new Set(['GET', 'HEAD']);
 
+export interface DocxyServer {
+  readonly app: FastifyInstance;
+  /** Replaces the certificate for new connections; open ones keep theirs. */
+  setTls(m: TlsMaterial): void;
+}
+
 export function createServer(opts: ServerOptions): FastifyInstance {
+  return createDocxyServer(opts).app;
+}
+
+export function createDocxyServer(opts: ServerOptions): DocxyServer {
   const limits = opts.limits;
+  let secureServer: Http2SecureServer | undefined;
   const app = Fastify({
     // Node enforces header size (431), header count and the slow-loris timeouts itself.
     serverFactory: (handler) => {
+      const tls = opts.tls;
+      if (tls !== undefined) {
+        // HTTP/1.1 clients get Node's http request/response objects; HTTP/2 streams get the
+        // compatibility API, which offers the same surface Docxy uses (headers, writeHead, pipe).
+        const material = tls === 'pending' ? {} : { key: tls.key, cert: tls.cert };
+        const secure = createSecureServer({ allowHTTP1: true, ...material }, (req, res) => {
+          handler(req as unknown as IncomingMessage, res as unknown as ServerResponse);
+        });
+        secureServer = secure;
+        // fastify's types expect an http.Server here; an HTTP/2 server with allowHTTP1 serves the
+        // same request/response API to HTTP/1.1 clients and the compatibility API to HTTP/2 ones.
+        return secure as unknown as Server;
+      }
       const server = createHttpServer(
         limits === undefined
           ? {}
@@ -77,8 +115,9 @@ export function createServer(opts: ServerOptions): FastifyInstance {
     genReqId: () => randomUUID(),
     bodyLimit: opts.bodyLimit ?? 64 * 1024,
     return503OnClosing: true,
-    // Docxy never trusts the Host header for anything; trust_proxy comes with the TLS issue.
-    trustProxy: false,
+    // Docxy never builds a URL from the Host header; forwarded client addresses are believed only
+    // from the configured proxies.
+    trustProxy: opts.trustProxy !== undefined && opts.trustProxy.length > 0 ? [...opts.trustProxy] : false,
   });
 
   app.decorateRequest('ctx', null as unknown as RequestContext);
@@ -139,5 +178,10 @@ export function createServer(opts: ServerOptions): FastifyInstance {
 
   app.setErrorHandler((err, request, reply) => sendError(request, reply, err));
   app.setNotFoundHandler((request, reply) => sendError(request, reply, new RegistryError('NOT_FOUND')));
-  return app;
+  return {
+    app,
+    setTls(m) {
+      secureServer?.setSecureContext({ key: m.key, cert: m.cert });
+    },
+  };
 }

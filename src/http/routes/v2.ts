@@ -4,6 +4,7 @@
  * client's own credentials and content negotiation are forwarded, and the answer is relayed.
  */
 import { createHash } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../../registry/errors.ts';
@@ -36,6 +37,17 @@ export interface V2RouteDeps {
   readonly proofs: AccessProofs;
 }
 
+/**
+ * Every Accept header value. HTTP/1.1 keeps repeated headers apart (headersDistinct); HTTP/2's
+ * compatibility request has no such field and joins them with commas, which means the same.
+ */
+function acceptHeaderValues(request: FastifyRequest): string[] | undefined {
+  const distinct = (request.raw as Partial<Pick<IncomingMessage, 'headersDistinct'>>).headersDistinct;
+  if (distinct !== undefined) return distinct.accept;
+  const joined = request.headers.accept;
+  return joined === undefined ? undefined : [joined];
+}
+
 /** Request headers forwarded upstream: credentials, content negotiation and conditional/range GETs. */
 const forwardHeaders = ['authorization', 'range', 'if-range', 'if-none-match'] as const;
 
@@ -47,7 +59,7 @@ function upstreamHeaders(request: FastifyRequest): Record<string, string> {
   }
   // Docker sends six separate Accept headers (FACTS.md); every value must reach the upstream, or it
   // may answer a different manifest type for the same tag.
-  const accept = request.raw.headersDistinct.accept;
+  const accept = acceptHeaderValues(request);
   if (accept !== undefined && accept.length > 0) out.accept = accept.join(', ');
   return out;
 }
@@ -391,7 +403,7 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
           name,
           reference: route.reference,
           referenceIsDigest: route.referenceIsDigest,
-          accept: acceptList(request.raw.headersDistinct.accept),
+          accept: acceptList(acceptHeaderValues(request)),
         } as const;
         let answer = await manifests.get(base);
         // Docxy's identity was refused (a private repository): the client's own credentials may do,
