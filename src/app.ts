@@ -363,7 +363,12 @@ export function createApp(config: Config, log: Logger): App {
       acmeManager?.stop();
       for (const w of watchers) w.close();
       const r = redirect;
-      if (r !== undefined) await new Promise<void>((resolve) => r.close(() => { resolve(); }));
+      if (r !== undefined)
+        await new Promise<void>((resolve) =>
+          r.close(() => {
+            resolve();
+          }),
+        );
       await server.close();
       await blobs?.close();
       await Promise.all(upstreams.map((u) => u.close()));

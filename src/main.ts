@@ -4,6 +4,7 @@ import { configCheck, configPrint } from './cli/config-check.ts';
 import { serve } from './cli/serve.ts';
 import { cacheGc, cacheLs, cacheRm } from './cli/cache.ts';
 import { printClientConfig } from './cli/client-config.ts';
+import { htpasswdAddCommand } from './cli/htpasswd.ts';
 import { loadConfig } from './config/load.ts';
 import { createLogger } from './observability/logger.ts';
 
@@ -72,6 +73,14 @@ export async function main(argv: readonly string[]): Promise<void> {
       process.exitCode = await cacheRm(loadConfig(opts), ref, write);
     },
   );
+  program
+    .command('htpasswd')
+    .description('manage an htpasswd file (bcrypt, as htpasswd -B writes)')
+    .command('add <file> <user>')
+    .description('add or replace a user; the password is read from standard input')
+    .action(async (file: string, user: string) => {
+      process.exitCode = await htpasswdAddCommand(file, user, write);
+    });
   program
     .command('client-config')
     .description('print docker, containerd, podman and k3s snippets that point at this Docxy')

@@ -20,7 +20,10 @@ export async function serve(flags: Flags): Promise<void> {
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal, boundMs: config.shutdown_timeout }, 'shutting down: no new connections; running transfers may finish');
+    log.info(
+      { signal, boundMs: config.shutdown_timeout },
+      'shutting down: no new connections; running transfers may finish',
+    );
     const bound = setTimeout(() => {
       log.warn('shutdown bound reached; closing what is left');
       process.exit(0);
