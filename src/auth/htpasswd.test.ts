@@ -23,7 +23,9 @@ test('htpasswd add writes $2y$ bcrypt that Apache htpasswd verifies, and replace
     assert.equal(lines.length, 2);
     assert.match(lines.find((l) => l.startsWith('alice:')) ?? '', /^alice:\$2y\$10\$/);
     execFileSync('htpasswd', ['-vb', file, 'alice', 's3cret'], { stdio: 'ignore' });
-    assert.throws(() => { htpasswdAdd(file, 'a:b', 'x'); });
+    assert.throws(() => {
+      htpasswdAdd(file, 'a:b', 'x');
+    });
   } finally {
     dir.remove();
   }

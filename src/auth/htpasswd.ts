@@ -31,8 +31,9 @@ export function createUserStore(opts: {
   users: readonly { name: string; password_hash: string }[];
 }): UserStore {
   const fromConfig = new Map(opts.users.map((u) => [u.name, u.password_hash]));
-  // Checked against for unknown users, so a failed login takes as long whether or not the user exists.
-  const decoyHash = bcrypt.hashSync(randomBytes(16).toString('hex'), 10);
+  // Checked against for unknown users, so a failed login takes as long whether or not the user
+  // exists; made on first use (a bcrypt hash costs tens of milliseconds).
+  let decoyHash: string | undefined;
   let fileUsers = new Map<string, string>();
   let fileStamp = '';
 
@@ -55,6 +56,7 @@ export function createUserStore(opts: {
   return {
     async verify(user, password) {
       const hash = current().get(user);
+      decoyHash ??= bcrypt.hashSync(randomBytes(16).toString('hex'), 10);
       const ok = await bcrypt.compare(password, (hash ?? decoyHash).replace(/^\$2y\$/, '$2b$'));
       return hash !== undefined && ok;
     },

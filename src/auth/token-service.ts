@@ -8,7 +8,7 @@
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { SignJWT, importPKCS8, importSPKI, jwtVerify, type CryptoKey } from 'jose';
+import type { CryptoKey } from 'jose';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 
 export interface AccessEntry {
@@ -54,6 +54,8 @@ export async function createTokenService(opts: {
   service: string;
   ttlMs: number;
 }): Promise<TokenService> {
+  // jose is loaded only when client authentication is on (it costs ~10 MB of memory).
+  const { SignJWT, importPKCS8, importSPKI, jwtVerify } = await import('jose');
   // Normalise any PEM form (SEC1 "EC PRIVATE KEY" or PKCS#8) to PKCS#8 for jose.
   const keyObject = createPrivateKey(opts.keyPem);
   if (keyObject.asymmetricKeyType !== 'ec' || keyObject.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {

@@ -7,7 +7,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Agent as HttpsAgent } from 'node:https';
 import { join } from 'node:path';
-import acme from 'acme-client';
+import type { Client as AcmeClient } from 'acme-client';
 import type { Logger } from 'pino';
 import { daysLeft, tlsMaterial, type TlsMaterial } from './tls.ts';
 
@@ -60,7 +60,13 @@ export function createAcmeManager(opts: {
     }
   }
 
+  /** acme-client (with axios) costs ~28 MB of memory: loaded only when a certificate is needed. */
+  async function acmeLib(): Promise<typeof import('acme-client')> {
+    return import('acme-client');
+  }
+
   async function accountKey(): Promise<Buffer> {
+    const acme = await acmeLib();
     try {
       return readFileSync(accountFile);
     } catch {
@@ -72,11 +78,15 @@ export function createAcmeManager(opts: {
   }
 
   async function obtain(): Promise<TlsMaterial> {
+    const acme = await acmeLib();
     if (config.directory_ca_file !== undefined) {
       // acme-client talks to the directory through axios; a test CA (pebble) must be trusted there.
       acme.axios.defaults.httpsAgent = new HttpsAgent({ ca: readFileSync(config.directory_ca_file) });
     }
-    const client = new acme.Client({ directoryUrl: config.directory_url, accountKey: await accountKey() });
+    const client: AcmeClient = new acme.Client({
+      directoryUrl: config.directory_url,
+      accountKey: await accountKey(),
+    });
     const [key, csr] = await acme.crypto.createCsr(
       { commonName: config.domains[0], altNames: [...config.domains] },
       await acme.crypto.createPrivateEcdsaKey(),
