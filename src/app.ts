@@ -13,6 +13,7 @@ import type { FastifyInstance } from 'fastify';
 import type { BlobFill } from './cache/blob-fill.ts';
 import { createBlobService, type BlobService } from './cache/blob-service.ts';
 import { createEvictor, type Evictor } from './cache/eviction.ts';
+import { createRepositoryLinks } from './cache/links.ts';
 import {
   canonicalAccept,
   createManifestService,
@@ -270,7 +271,7 @@ export function createApp(config: Config, log: Logger): App {
     service: config.auth.service,
     tokens,
     users: createUserStore({ htpasswd: config.auth.htpasswd, users: config.auth.users }),
-    policy: createPolicy(config.policy, config.auth.groups),
+    policy: createPolicy(config.policy, config.auth.groups, { anonymousByDefault: !authenticated }),
     limiter,
     publicUrl: publicUrlOf,
     log: log.child({ module: 'access' }),
@@ -285,6 +286,7 @@ export function createApp(config: Config, log: Logger): App {
     access,
     limiter,
     proofs: createAccessProofs(),
+    links: storage === undefined ? undefined : createRepositoryLinks(storage),
   });
 
   return {

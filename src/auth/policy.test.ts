@@ -14,8 +14,11 @@ test('globs: * stays within a component, ** crosses them', () => {
   assert.ok(!globToRegExp('a.b').test('axb'));
 });
 
-test('no rules: everyone may pull everything', () => {
+test('no rules: everyone may pull everything on the open mirror, only users when auth is on', () => {
   assert.ok(createPolicy([], {}).allows(anon, 'docker.io', 'x/y'));
+  const authed = createPolicy([], {}, { anonymousByDefault: false });
+  assert.ok(!authed.allows(anon, 'docker.io', 'x/y'));
+  assert.ok(authed.allows(alice, 'docker.io', 'x/y'));
 });
 
 test('rules: allow per principal and upstream, deny wins, groups resolve', () => {

@@ -34,9 +34,14 @@ export function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${re}$`);
 }
 
+/**
+ * `anonymousByDefault`: without rules, may anonymous principals pull? Yes on the open mirror; no
+ * when client authentication is on (then an explicit `who: anonymous` or `*` rule is needed).
+ */
 export function createPolicy(
   rules: readonly PolicyRule[],
   groups: Readonly<Record<string, readonly string[]>>,
+  opts: { anonymousByDefault: boolean } = { anonymousByDefault: true },
 ): Policy {
   const compiled = rules.map((r) => ({
     upstream: r.upstream,
@@ -63,7 +68,7 @@ export function createPolicy(
   return {
     groupsOf,
     allows(principal, upstream, repository) {
-      if (compiled.length === 0) return true;
+      if (compiled.length === 0) return principal.kind === 'user' || opts.anonymousByDefault;
       const applicable = compiled.filter(
         (r) => (r.upstream === '*' || r.upstream === upstream) && whoMatches(r.who, principal),
       );

@@ -106,7 +106,8 @@ export function createDocxyServer(opts: ServerOptions): DocxyServer {
             },
         handler,
       );
-      if (limits !== undefined) server.maxHeadersCount = limits.headersCount;
+      // One more than the limit is read, so a request over it can be told apart and refused.
+      if (limits !== undefined) server.maxHeadersCount = limits.headersCount + 1;
       return server;
     },
     loggerInstance: opts.log,
@@ -115,6 +116,27 @@ export function createDocxyServer(opts: ServerOptions): DocxyServer {
     genReqId: () => randomUUID(),
     bodyLimit: opts.bodyLimit ?? 64 * 1024,
     return503OnClosing: true,
+    // Errors fastify raises before routing (a malformed URL, an over-long parameter) are OCI JSON too.
+    frameworkErrors: (err, request, reply) => {
+      request.ctx = {};
+      void sendError(request, reply, err);
+    },
+    // Node's own refusals (a header block over the limit) get an OCI body on the raw socket.
+    clientErrorHandler: (err, socket) => {
+      const code = (err as { code?: string }).code;
+      const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+      const body = JSON.stringify(
+        new RegistryError('UNSUPPORTED', {
+          status,
+          message: status === 431 ? 'request headers too large' : 'bad request',
+        }).toBody(),
+      );
+      if (socket.writable) {
+        socket.end(
+          `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+        );
+      } else socket.destroy();
+    },
     // Docxy never builds a URL from the Host header; forwarded client addresses are believed only
     // from the configured proxies.
     trustProxy: opts.trustProxy !== undefined && opts.trustProxy.length > 0 ? [...opts.trustProxy] : false,
@@ -134,6 +156,12 @@ export function createDocxyServer(opts: ServerOptions): DocxyServer {
 
   app.addHook('onRequest', async (request, reply) => {
     request.ctx = {};
+    if (limits !== undefined && request.raw.rawHeaders.length / 2 > limits.headersCount) {
+      throw new RegistryError('UNSUPPORTED', {
+        status: 431,
+        message: `more than ${limits.headersCount} request headers`,
+      });
+    }
     if (limits !== undefined && request.url.length > limits.urlLength) {
       throw new RegistryError('UNSUPPORTED', {
         status: 414,

@@ -5,7 +5,7 @@
  *   blobs/<algorithm>/<first two hex>/<hex>               blob bytes (content-addressed, shared)
  *   manifests/<algorithm>/<first two hex>/<hex>           manifest bytes, metadata: media type
  *   tags/<upstream>/<repository name>/_tag/<tag>          tag record JSON: digest, media type, checked time
- *   upstreams/<upstream>/challenge                        the upstream's last token challenge JSON
+ *   links/<upstream>/<repository name>/_link/<alg>/<hex>  empty: the digest was seen in that repository
  */
 import { parseDigest } from '../registry/reference.ts';
 
@@ -22,7 +22,11 @@ export const paths = {
   tag: (upstream: string, name: string, tag: string): string => `tags/${upstream}/${name}/_tag/${tag}`,
   tagsOf: (upstream: string, name?: string): string =>
     name === undefined ? `tags/${upstream}/` : `tags/${upstream}/${name}/_tag/`,
-  challenge: (upstream: string): string => `upstreams/${upstream}/challenge`,
+  link(upstream: string, name: string, digest: string): string {
+    const d = parseDigest(digest);
+    if (!d) throw new Error(`not a digest: ${digest}`);
+    return `links/${upstream}/${name}/_link/${d.algorithm}/${d.hex}`;
+  },
   /** Parses a blob or manifest key back to its digest. */
   digestOf(key: string): string | undefined {
     const m = /^(?:blobs|manifests)\/(sha256|sha512)\/[0-9a-f]{2}\/([0-9a-f]+)$/.exec(key);

@@ -130,6 +130,18 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
   async function requestFrom(base: string, req: UpstreamRequest): Promise<UpstreamResponse> {
     {
       let url = new URL(/^https?:\/\//.test(req.url) ? req.url : `${base}${req.url}`);
+      // An absolute URL elsewhere (a token realm named by the upstream's challenge) gets the same
+      // guard as a redirect: an upstream must not make Docxy fetch from its private network.
+      if (
+        url.origin !== new URL(base).origin &&
+        !(await privateRedirectsAllowed()) &&
+        (await resolvesToSpecial(url.hostname))
+      ) {
+        throw new RegistryError('UNAVAILABLE', {
+          status: 502,
+          message: `upstream named a private or loopback address (${url.hostname}); refused`,
+        });
+      }
       const origin = url.origin;
       let headers: Record<string, string> = { ...req.headers };
       for (let hop = 0; ; hop++) {

@@ -58,11 +58,16 @@ export function createUpstreamAuth(opts: {
         message: `upstream token service answered ${res.status}`,
       });
     }
-    const json = JSON.parse(body.toString('utf8')) as {
-      token?: unknown;
-      access_token?: unknown;
-      expires_in?: unknown;
-    };
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString('utf8'));
+    } catch {
+      parsed = undefined;
+    }
+    if (typeof parsed !== 'object' || parsed === null) {
+      throw new RegistryError('UNAVAILABLE', { status: 502, message: 'upstream token service sent no JSON' });
+    }
+    const json = parsed as { token?: unknown; access_token?: unknown; expires_in?: unknown };
     const token =
       typeof json.token === 'string'
         ? json.token

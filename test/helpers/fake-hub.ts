@@ -48,6 +48,13 @@ export interface FakeHubOptions {
   issuer?: string;
   /** Token lifetime in seconds (default 300, like Docker Hub). */
   tokenExpiresInSeconds?: number;
+  /** More token-server users (name -> password) besides the push user; they get pull and push. */
+  users?: Readonly<Record<string, string>>;
+  /**
+   * Private repositories (e.g. `private/app`) -> the users granted access to each; anonymous callers
+   * and every other user get nothing on them. The push user is always added, so tests can seed them.
+   */
+  privateRepositories?: Readonly<Record<string, readonly string[]>>;
 }
 
 /** One request the registry answered, from its access log. */
@@ -230,8 +237,18 @@ export async function startFakeHub(opts: FakeHubOptions = {}): Promise<FakeHub> 
     token = await startTokenServer({
       issuer,
       service,
-      users: { [PUSH_USER.username]: PUSH_USER.password },
+      users: { ...opts.users, [PUSH_USER.username]: PUSH_USER.password },
       ...(opts.tokenExpiresInSeconds === undefined ? {} : { expiresInSeconds: opts.tokenExpiresInSeconds }),
+      ...(opts.privateRepositories === undefined
+        ? {}
+        : {
+            privateRepositories: Object.fromEntries(
+              Object.entries(opts.privateRepositories).map(([repo, who]) => [
+                repo,
+                [...who, PUSH_USER.username],
+              ]),
+            ),
+          }),
     });
     if (useCdn) cdn = await startCdnServer({ root: storageDir });
 

@@ -10,7 +10,8 @@
  * Policy, like Docker Hub for public images: anonymous callers get `pull` on every repository they
  * ask for; a configured user (HTTP Basic) gets `pull` and `push`; a wrong password is a 401. Every
  * request is recorded so tests can count how often a proxy fetched a token, and with which scopes
- * and credentials.
+ * and credentials. Repositories named in `privateRepositories` are like Docker Hub's private ones:
+ * only the users listed for them get any access (anonymous callers and other users get none).
  */
 import { execFile } from 'node:child_process';
 import { createPrivateKey, randomUUID, X509Certificate, type KeyObject } from 'node:crypto';
@@ -33,6 +34,11 @@ export interface TokenServerOptions {
   users: Readonly<Record<string, string>>;
   /** Token lifetime; 300 s (Docker Hub's) unless a test wants tokens to expire quickly. */
   expiresInSeconds?: number;
+  /**
+   * Private repositories: name (as in the scope, e.g. `private/app`) -> the users who get access to
+   * it (their usual actions). Anyone else, anonymous or not, is granted nothing on it.
+   */
+  privateRepositories?: Readonly<Record<string, readonly string[]>>;
   /** Port to listen on (127.0.0.1); a free one when omitted. */
   port?: number;
 }
@@ -251,6 +257,9 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
       for (const scope of scopes) {
         const parsed = parseScope(scope);
         if (parsed?.type !== 'repository') continue;
+        const privateRepos = opts.privateRepositories ?? {};
+        const privateTo = Object.hasOwn(privateRepos, parsed.name) ? privateRepos[parsed.name] : undefined;
+        if (privateTo !== undefined && !privateTo.includes(subject)) continue;
         const actions = parsed.actions.filter((a) => allowed.has(a));
         if (actions.length > 0) record.granted.push({ ...parsed, actions });
       }

@@ -16,6 +16,7 @@ import { discard, readCapped } from '../../upstream/body.ts';
 import type { BlobService, UpstreamBlobFetch } from '../../cache/blob-service.ts';
 import { canonicalAccept, type UpstreamManifestFetch } from '../../cache/manifest-service.ts';
 import type { AccessProofs } from '../../auth/access-proofs.ts';
+import type { RepositoryLinks } from '../../cache/links.ts';
 import { rewriteRealm } from '../../upstream/auth-challenge.ts';
 import type { CacheReply } from '../../cache/reply.ts';
 import { acceptList } from '../../cache/tag-policy.ts';
@@ -35,6 +36,8 @@ export interface V2RouteDeps {
   readonly access: AccessController;
   readonly limiter: RateLimiter;
   readonly proofs: AccessProofs;
+  /** Which cached digests were seen in which repository (absent without a cache). */
+  readonly links?: RepositoryLinks;
 }
 
 /**
@@ -283,19 +286,54 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
     }
   }
 
+  /**
+   * A shared object is served for a repository only if it was seen there: a fill under this name
+   * (a miss) or a tag of this repository links it now; a hit or a join for an unlinked name is
+   * first confirmed with an upstream HEAD under that name (Docxy's identity).
+   */
+  async function ensureLinked(
+    up: UpstreamRuntime,
+    links: RepositoryLinks,
+    result: string,
+    check: { kind: 'manifest' | 'blob'; name: string; byTag?: boolean },
+    digest: string,
+  ): Promise<void> {
+    if (result === 'miss' || check.byTag === true) {
+      await links.add(up.name, check.name, digest);
+      return;
+    }
+    if (await links.has(up.name, check.name, digest)) return;
+    const res =
+      check.kind === 'manifest'
+        ? await up.fetchManifest({ method: 'HEAD', name: check.name, reference: digest })
+        : await up.fetchBlob({ method: 'HEAD', name: check.name, digest });
+    if (res.status !== 200) throw refusal(up, res, check.kind);
+    discard(res.body);
+    await links.add(up.name, check.name, digest);
+  }
+
   async function writeCacheReply(
     up: UpstreamRuntime,
     request: FastifyRequest,
     reply: FastifyReply,
     answer: CacheReply,
     abort: AbortController,
-    check: { kind: 'manifest' | 'blob'; name: string; digest?: string },
+    check: { kind: 'manifest' | 'blob'; name: string; digest?: string; byTag?: boolean },
   ): Promise<void> {
     if (answer.kind === 'upstream') {
       if (answer.response.status === 401)
         up.realms.observe(headerValue(answer.response.headers, 'www-authenticate'));
       await relay(request, reply, answer.response, relayOptions(up, abort));
       return;
+    }
+    if (answer.visibility === 'shared' && deps.links !== undefined) {
+      const digest = check.digest ?? answer.headers['docker-content-digest'];
+      try {
+        if (digest !== undefined) await ensureLinked(up, deps.links, answer.cache, check, digest);
+      } catch (err) {
+        if (answer.body !== undefined && !Buffer.isBuffer(answer.body)) answer.body.destroy();
+        throw err;
+      }
     }
     if (answer.visibility === 'private') {
       const digest = check.digest ?? answer.headers['docker-content-digest'];
@@ -418,7 +456,11 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
           await fallback();
           return;
         }
-        await writeCacheReply(up, request, reply, answer, abort, { kind: 'manifest', name });
+        await writeCacheReply(up, request, reply, answer, abort, {
+          kind: 'manifest',
+          name,
+          byTag: !route.referenceIsDigest,
+        });
         return;
       }
       case 'blob': {

@@ -25,6 +25,7 @@ import {
   mkdirSync,
   readFileSync,
   readdirSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { homedir } from 'node:os';
@@ -145,8 +146,9 @@ export interface SandboxOptions {
    */
   tmpfs?: readonly string[];
   /**
-   * Private directories bind-mounted over paths inside an overlaid directory, e.g. a private
-   * /etc/containers so the host's registries.conf drop-ins and policy cannot leak in.
+   * Private directories (or files) bind-mounted over paths inside an overlaid directory, e.g. a
+   * private /etc/containers so the host's registries.conf drop-ins and policy cannot leak in, or a
+   * private /etc/hosts.
    */
   binds?: readonly { source: string; target: string }[];
 }
@@ -198,8 +200,10 @@ export class Sandbox {
       lines.push(`mkdir -p ${shQuote(t)}`, `mount -n -t tmpfs -o mode=0755 tmpfs ${shQuote(t)}`);
     }
     for (const b of this.binds) {
+      // A file is bound onto a file (created empty if missing), a directory onto a directory.
+      const make = statSync(b.source).isDirectory() ? 'mkdir -p' : 'touch';
       lines.push(
-        `mkdir -p ${shQuote(b.target)}`,
+        `[ -e ${shQuote(b.target)} ] || ${make} ${shQuote(b.target)}`,
         `mount -n --bind ${shQuote(b.source)} ${shQuote(b.target)}`,
       );
     }

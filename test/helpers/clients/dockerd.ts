@@ -56,6 +56,19 @@ export interface DockerdOptions {
   insecureRegistries?: string[];
   /** More dockerd flags, e.g. `['--debug']`. */
   extraArgs?: string[];
+  /**
+   * A directory bind-mounted over /etc/docker/certs.d inside the daemon's sandbox: dockerd 20.10
+   * has no flag for it and reads `<host:port>/ca.crt` (and client certs) from there on every pull,
+   * so files added to this directory later are seen by the running daemon.
+   */
+  certsDir?: string;
+  /**
+   * The daemon's /etc/hosts (bind-mounted in its sandbox). dockerd treats every registry whose
+   * host resolves into 127.0.0.0/8 as insecure (TLS unverified, certs.d ignored); `::1 localhost`
+   * makes `localhost:PORT` a secure registry on the IPv6 loopback that Go's proxy logic still
+   * never sends to the (dead) proxy.
+   */
+  hosts?: string;
   startTimeoutMs?: number;
 }
 
@@ -120,7 +133,13 @@ export async function startDockerd(opts: DockerdOptions = {}): Promise<Dockerd> 
     ...(opts.insecureRegistries ?? []).map((r) => `--insecure-registry=${r}`),
     ...(opts.extraArgs ?? []),
   ];
-  const sandbox = new Sandbox(join(dir, 'sandbox'));
+  const binds: { source: string; target: string }[] = [];
+  if (opts.certsDir !== undefined) binds.push({ source: opts.certsDir, target: '/etc/docker/certs.d' });
+  if (opts.hosts !== undefined) {
+    writeFileSync(join(dir, 'hosts'), opts.hosts);
+    binds.push({ source: join(dir, 'hosts'), target: '/etc/hosts' });
+  }
+  const sandbox = new Sandbox(join(dir, 'sandbox'), { binds });
   const wrapped = sandbox.wrap('dockerd', args);
   const proc: Managed = startProcess('dockerd', wrapped.cmd, wrapped.args, {
     logFile: join(dir, 'dockerd.log'),
