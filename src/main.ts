@@ -5,7 +5,7 @@ import { serve } from './cli/serve.ts';
 import { cacheGc, cacheLs, cacheRm } from './cli/cache.ts';
 import { printClientConfig } from './cli/client-config.ts';
 import { htpasswdAddCommand } from './cli/htpasswd.ts';
-import { loadConfig } from './config/load.ts';
+import { loadConfig, type Flags } from './config/load.ts';
 import { createLogger } from './observability/logger.ts';
 
 const write = (s: string): void => {
@@ -13,14 +13,6 @@ const write = (s: string): void => {
 };
 import { version } from './version.ts';
 
-interface ServeOpts {
-  config?: string;
-  listen?: string;
-  publicUrl?: string;
-  upstream?: string;
-  logLevel?: string;
-  data?: string;
-}
 
 export async function main(argv: readonly string[]): Promise<void> {
   const program = new Command('docxy')
@@ -35,7 +27,7 @@ export async function main(argv: readonly string[]): Promise<void> {
     .option('--upstream <url>', 'upstream registry (default https://registry-1.docker.io)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
     .option('--data <dir>', 'data directory for the cache (default ./data)')
-    .action(async (opts: ServeOpts) => {
+    .action(async (opts: Flags) => {
       await serve(opts);
     });
   const config = program.command('config').description('inspect configuration');
