@@ -13,7 +13,6 @@ const write = (s: string): void => {
 };
 import { version } from './version.ts';
 
-
 export async function main(argv: readonly string[]): Promise<void> {
   const program = new Command('docxy')
     .description('container-registry pull-through proxy and cache')

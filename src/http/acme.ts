@@ -93,6 +93,10 @@ export function createAcmeManager(opts: {
     );
     const cert = await client.auto({
       csr,
+      // acme-client would first fetch the challenge itself at http://<domain>:80, which fails on
+      // hosts that cannot reach their own public name (NAT without hairpin, split DNS) and would
+      // block the start for minutes; the CA's validation is the one that counts.
+      skipChallengeVerification: true,
       email: config.email,
       termsOfServiceAgreed: true,
       challengePriority: ['http-01'],

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Agent, request as httpsRequest } from 'node:https';
-import type { TLSSocket } from 'node:tls';
+import { TLSSocket } from 'node:tls';
 
 import { waitFor } from './process.ts';
 
@@ -30,55 +30,63 @@ export function startSlowDownload(
   // client asks the server to close it.
   const agent = new Agent({ keepAlive: opts.keepAlive ?? false, maxSockets: 1 });
   return new Promise((resolve, reject) => {
-    const req = httpsRequest(url, { ca: opts.ca, headers: opts.headers, agent, servername: 'localhost' }, (res) => {
-      const hash = createHash('sha256');
-      let received = 0;
-      let limit = 0;
-      let ended: { digest: string; bytes: number; endedAt: number } | undefined;
-      let failed: Error | undefined;
-      res.on('data', (chunk: Buffer) => {
-        hash.update(chunk);
-        received += chunk.length;
-        if (received >= limit) res.pause();
-      });
-      res.once('end', () => {
-        ended = { digest: `sha256:${hash.digest('hex')}`, bytes: received, endedAt: Date.now() };
-        agent.destroy();
-      });
-      res.once('error', (err) => {
-        failed = err;
-      });
-      res.once('aborted', () => {
-        failed ??= new Error('the server aborted the response');
-      });
-      res.pause();
-      const socket = res.socket as TLSSocket;
-      const check = (): boolean => {
-        if (failed !== undefined) throw failed;
-        return ended !== undefined;
-      };
-      resolve({
-        status: res.statusCode ?? 0,
-        serial: socket.getPeerCertificate().serialNumber.toUpperCase(),
-        received: () => received,
-        async readUntil(bytes, timeoutMs = 60_000) {
-          limit = bytes;
-          res.resume();
-          await waitFor(`${bytes} bytes of ${url}`, () => check() || received >= bytes, timeoutMs);
-        },
-        async finish() {
-          limit = Number.POSITIVE_INFINITY;
-          res.resume();
-          await waitFor(`the end of ${url}`, check, 120_000);
-          if (ended === undefined) throw new Error('no end');
-          return ended;
-        },
-        destroy() {
-          req.destroy();
+    const req = httpsRequest(
+      url,
+      { ca: opts.ca, headers: opts.headers, agent, servername: 'localhost' },
+      (res) => {
+        const hash = createHash('sha256');
+        let received = 0;
+        let limit = 0;
+        let ended: { digest: string; bytes: number; endedAt: number } | undefined;
+        let failed: Error | undefined;
+        res.on('data', (chunk: Buffer) => {
+          hash.update(chunk);
+          received += chunk.length;
+          if (received >= limit) res.pause();
+        });
+        res.once('end', () => {
+          ended = { digest: `sha256:${hash.digest('hex')}`, bytes: received, endedAt: Date.now() };
           agent.destroy();
-        },
-      });
-    });
+        });
+        res.once('error', (err) => {
+          failed = err;
+        });
+        res.once('aborted', () => {
+          failed ??= new Error('the server aborted the response');
+        });
+        res.pause();
+        const socket = res.socket;
+        if (!(socket instanceof TLSSocket)) {
+          reject(new Error(`${url}: not a TLS connection`));
+          return;
+        }
+        const check = (): boolean => {
+          if (failed !== undefined) throw failed;
+          return ended !== undefined;
+        };
+        resolve({
+          status: res.statusCode ?? 0,
+          serial: socket.getPeerCertificate().serialNumber.toUpperCase(),
+          received: () => received,
+          async readUntil(bytes, timeoutMs = 60_000) {
+            limit = bytes;
+            res.resume();
+            await waitFor(`${bytes} bytes of ${url}`, () => check() || received >= bytes, timeoutMs);
+          },
+          async finish() {
+            limit = Number.POSITIVE_INFINITY;
+            res.resume();
+            await waitFor(`the end of ${url}`, check, 120_000);
+            if (ended === undefined) throw new Error('no end');
+            return ended;
+          },
+          destroy() {
+            req.destroy();
+            agent.destroy();
+          },
+        });
+      },
+    );
     req.once('error', reject);
     req.end();
   });

@@ -23,7 +23,11 @@ async function listen(server: Server): Promise<number> {
 
 async function close(server: Server): Promise<void> {
   server.closeAllConnections();
-  await new Promise<void>((resolve) => server.close(() => { resolve(); }));
+  await new Promise<void>((resolve) =>
+    server.close(() => {
+      resolve();
+    }),
+  );
 }
 
 /** Reads a raw HTTP response until the server closes the connection; reports what arrived. */
