@@ -5,23 +5,20 @@
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.ts';
 
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: 'must be a duration such as 500ms, 30s, 5m or 1h' });
-    return z.NEVER;
-  }
-  return ms;
-});
+/** A number, or a string with a unit that `parse` turns into one (durations, sizes). */
+function withUnits(parse: (v: string | number) => number | undefined, message: string) {
+  return z.union([z.string(), z.number()]).transform((v, ctx) => {
+    const n = parse(v);
+    if (n === undefined) {
+      ctx.addIssue({ code: 'custom', message });
+      return z.NEVER;
+    }
+    return n;
+  });
+}
 
-const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const bytes = parseSize(v);
-  if (bytes === undefined) {
-    ctx.addIssue({ code: 'custom', message: 'must be a size such as 1048576, 512MiB or 50GiB' });
-    return z.NEVER;
-  }
-  return bytes;
-});
+const duration = withUnits(parseDuration, 'must be a duration such as 500ms, 30s, 5m or 1h');
+const size = withUnits(parseSize, 'must be a size such as 1048576, 512MiB or 50GiB');
 
 const httpUrl = z
   .string()
