@@ -25,6 +25,12 @@ import type { ListEntry, ObjectInfo, ObjectWriter, PartialReader, StorageDriver 
 
 /** Reads of one chunk; large enough for throughput, small enough to keep memory flat. */
 const readChunk = 1024 * 1024;
+/**
+ * Partial reads serve the followers of a fill, often many at once (50 clients of one cold blob):
+ * measured with 50 clients of a 64 MiB blob, 1 MiB chunks peaked at 380-400 MiB RSS, 256 KiB ones
+ * at 225-265 MiB, in the same wall time (one client: within run-to-run noise).
+ */
+const partialReadChunk = 256 * 1024;
 /** A key is touched at most this often, so hot manifests do not cost a syscall per request. */
 const touchIntervalMs = 30_000;
 
@@ -33,12 +39,19 @@ function isNotFound(err: unknown): boolean {
 }
 
 /** A Readable over [start, end) of an open file, by positional reads (safe on a shared handle). */
-function rangeStream(handle: FileHandle, start: number, end: number, onEnd?: () => void): Readable {
+function rangeStream(
+  handle: FileHandle,
+  start: number,
+  end: number,
+  onEnd?: () => void,
+  chunk = readChunk,
+  readAhead = readChunk,
+): Readable {
   let pos = start;
   return new Readable({
-    highWaterMark: readChunk,
+    highWaterMark: readAhead,
     read() {
-      const n = Math.min(readChunk, end - pos);
+      const n = Math.min(chunk, end - pos);
       if (n <= 0) {
         this.push(null);
         return;
@@ -137,7 +150,7 @@ export function createFilesystemDriver(root: string): StorageDriver {
           return {
             read: (start, end) => {
               if (end <= start) return Readable.from([]);
-              return rangeStream(h, start, end);
+              return rangeStream(h, start, end, undefined, partialReadChunk, partialReadChunk);
             },
             async close() {
               if (readerClosed) return;
