@@ -22,6 +22,8 @@ import { headerValue, type UpstreamResponse } from '../upstream/registry-client.
 
 /** Received bytes waiting for the disk, at most (then receiving pauses: backpressure upstream). */
 const writeQueueBytes = 4 * 1024 * 1024;
+/** Recently written bytes kept in memory for followers that keep up (one per fill). */
+const recentMaxBytes = 8 * 1024 * 1024;
 
 export type FillState = 'running' | 'complete' | 'failed' | 'detached';
 
@@ -86,6 +88,8 @@ export class BlobFill {
   #waiters: (() => void)[] = [];
   #refs = 0;
   #readerClosed = false;
+  #recent: { start: number; buf: Buffer }[] = [];
+  #recentBytes = 0;
   /** Size and digest checked out (the commit may still be running). */
   #verified = false;
   readonly #opts: FillOptions;
@@ -152,8 +156,9 @@ export class BlobFill {
         const n = queued;
         queue = [];
         queued = 0;
+        const batch = bufs.length === 1 && bufs[0] !== undefined ? bufs[0] : Buffer.concat(bufs, n);
         try {
-          await writer.write(bufs.length === 1 && bufs[0] !== undefined ? bufs[0] : Buffer.concat(bufs, n));
+          await writer.write(batch);
         } catch (err) {
           // Disk full or similar: stop caching, let every follower fetch the rest itself.
           log.warn(
@@ -166,6 +171,7 @@ export class BlobFill {
           await writer.cancel();
           return;
         }
+        this.#remember(this.#written, batch);
         this.#written += n;
         this.#notify();
       }
@@ -245,6 +251,8 @@ export class BlobFill {
       );
       await writer.cancel();
     } finally {
+      this.#recent = []; // followers still behind read the rest from storage
+      this.#recentBytes = 0;
       clearTimeout(timer);
       this.#abort.signal.removeEventListener('abort', onAbort);
       this.#notify();
@@ -256,6 +264,29 @@ export class BlobFill {
   /** Stops the fill (shutdown): it fails and cancels, leaving nothing behind. */
   abort(): void {
     this.#abort.abort(new RegistryError('UNAVAILABLE', { message: 'Docxy is shutting down' }));
+  }
+
+  /**
+   * Keeps the most recently written batches in memory: followers that keep up with the fill (the
+   * usual case) take their bytes from here instead of reading them back from the file.
+   */
+  #remember(start: number, buf: Buffer): void {
+    this.#recent.push({ start, buf });
+    this.#recentBytes += buf.length;
+    while (this.#recentBytes > recentMaxBytes && this.#recent.length > 1) {
+      const old = this.#recent.shift();
+      if (old !== undefined) this.#recentBytes -= old.buf.length;
+    }
+  }
+
+  /** Bytes [pos, end) from the recent batches, as far as one batch covers them. */
+  #fromRecent(pos: number, end: number): Buffer | undefined {
+    for (const seg of this.#recent) {
+      if (pos >= seg.start && pos < seg.start + seg.buf.length) {
+        return seg.buf.subarray(pos - seg.start, Math.min(seg.buf.length, end - seg.start));
+      }
+    }
+    return undefined;
   }
 
   /** Resolves once the fill has ended. */
@@ -293,6 +324,12 @@ export class BlobFill {
         this.#state === 'running' && !this.#verified && this.size !== undefined && limit >= this.size ? 1 : 0;
       const avail = Math.min(this.#written, limit - hold);
       if (pos < avail) {
+        const recent = this.#fromRecent(pos, avail);
+        if (recent !== undefined) {
+          pos += recent.length;
+          yield recent;
+          continue;
+        }
         for await (const chunk of this.#opts.reader.read(pos, avail)) {
           pos += (chunk as Buffer).length;
           yield chunk as Buffer;
