@@ -156,9 +156,8 @@ export class BlobFill {
         const n = queued;
         queue = [];
         queued = 0;
-        const batch = bufs.length === 1 && bufs[0] !== undefined ? bufs[0] : Buffer.concat(bufs, n);
         try {
-          await writer.write(batch);
+          await writer.write(bufs);
         } catch (err) {
           // Disk full or similar: stop caching, let every follower fetch the rest itself.
           log.warn(
@@ -171,7 +170,11 @@ export class BlobFill {
           await writer.cancel();
           return;
         }
-        this.#remember(this.#written, batch);
+        let at = this.#written;
+        for (const b of bufs) {
+          this.#remember(at, b);
+          at += b.length;
+        }
         this.#written += n;
         this.#notify();
       }
@@ -281,7 +284,10 @@ export class BlobFill {
 
   /** Bytes [pos, end) from the recent batches, as far as one batch covers them. */
   #fromRecent(pos: number, end: number): Buffer | undefined {
-    for (const seg of this.#recent) {
+    // Newest first: a follower that keeps up wants the last few chunks.
+    for (let i = this.#recent.length - 1; i >= 0; i--) {
+      const seg = this.#recent[i];
+      if (seg === undefined) continue;
       if (pos >= seg.start && pos < seg.start + seg.buf.length) {
         return seg.buf.subarray(pos - seg.start, Math.min(seg.buf.length, end - seg.start));
       }

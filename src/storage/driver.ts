@@ -24,8 +24,11 @@ export interface PartialReader {
 }
 
 export interface ObjectWriter {
-  /** Appends bytes; resolves when they are durable enough to be read back by `openPartialReader`. */
-  write(chunk: Buffer): Promise<void>;
+  /**
+   * Appends bytes (one buffer, or several in order: written together without copying them into
+   * one); resolves when they can be read back by `openPartialReader`.
+   */
+  write(chunk: Buffer | readonly Buffer[]): Promise<void>;
   /** Bytes written so far. */
   readonly written: number;
   /** A reader of what is written so far; stays valid after commit or cancel until closed. */
