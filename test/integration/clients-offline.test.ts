@@ -25,6 +25,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 
+import { layoutBlob, parseLayoutIndex, timed } from '../helpers/client-steps.ts';
 import { startContainerd, writeHostsToml, type Containerd } from '../helpers/clients/containerd.ts';
 import { startDockerd, type Dockerd } from '../helpers/clients/dockerd.ts';
 import { registriesConfMirror, startPodman, type Podman } from '../helpers/clients/podman.ts';
@@ -115,48 +116,7 @@ function pathsSince(mark: number): string[] {
     .map((l) => String(l.path));
 }
 
-/** Runs `step`, reports how long it took, and returns its result. */
-async function timed<T>(t: TestContext, what: string, step: () => Promise<T>): Promise<T> {
-  const t0 = Date.now();
-  const result = await step();
-  t.diagnostic(`${what}: ${Date.now() - t0} ms`);
-  return result;
-}
-
 const sha256Hex = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-interface OciLayoutEntry {
-  mediaType: string;
-  digest: string;
-  annotations: Record<string, string>;
-}
-
-/** The `manifests` of an OCI layout's index.json, validated field by field. */
-function parseLayoutIndex(text: string): OciLayoutEntry[] {
-  const parsed: unknown = JSON.parse(text);
-  if (typeof parsed !== 'object' || parsed === null || !('manifests' in parsed)) {
-    throw new Error(`index.json without manifests: ${text}`);
-  }
-  const manifests: unknown = parsed.manifests;
-  if (!Array.isArray(manifests)) throw new Error(`index.json manifests is not an array: ${text}`);
-  return manifests.map((m: unknown): OciLayoutEntry => {
-    if (typeof m !== 'object' || m === null) throw new Error(`bad index.json entry: ${text}`);
-    const mediaType = 'mediaType' in m && typeof m.mediaType === 'string' ? m.mediaType : '';
-    const digest = 'digest' in m && typeof m.digest === 'string' ? m.digest : '';
-    const annotations: Record<string, string> = {};
-    if ('annotations' in m && typeof m.annotations === 'object' && m.annotations !== null) {
-      for (const [k, v] of Object.entries(m.annotations)) if (typeof v === 'string') annotations[k] = v;
-    }
-    return { mediaType, digest, annotations };
-  });
-}
-
-/** Path of a blob in an OCI layout. */
-function layoutBlob(layout: string, digest: string): string {
-  const [alg, hex] = digest.split(':');
-  if (alg === undefined || hex === undefined) throw new Error(`bad digest ${digest}`);
-  return join(layout, 'blobs', alg, hex);
-}
 
 // ---------------------------------------------------------------------------------------------
 // What each client kind does; the warm-up and the offline phase run exactly the same pulls

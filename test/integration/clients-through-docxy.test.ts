@@ -23,6 +23,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 
+import { layoutBlob, parseLayoutIndex, timed } from '../helpers/client-steps.ts';
 import { startContainerd, writeHostsToml, type Containerd } from '../helpers/clients/containerd.ts';
 import { startDockerd, type Dockerd } from '../helpers/clients/dockerd.ts';
 import { registriesConfMirror, startPodman, type Podman } from '../helpers/clients/podman.ts';
@@ -110,14 +111,6 @@ function pathsSince(mark: number): string[] {
     .map((l) => String(l.path));
 }
 
-/** Runs `step`, reports how long it took, and returns its result. */
-async function timed<T>(t: TestContext, what: string, step: () => Promise<T>): Promise<T> {
-  const t0 = Date.now();
-  const result = await step();
-  t.diagnostic(`${what}: ${Date.now() - t0} ms`);
-  return result;
-}
-
 /**
  * No credential left its lane: the CDN stand-in refused no request for carrying `Authorization`,
  * and no token the token service issued (nor any `Bearer` header) is in Docxy's log.
@@ -144,39 +137,6 @@ function assertNoCredentialLeak(t: TestContext): void {
 }
 
 const sha256Hex = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-interface OciLayoutEntry {
-  mediaType: string;
-  digest: string;
-  annotations: Record<string, string>;
-}
-
-/** The `manifests` of an OCI layout's index.json, validated field by field. */
-function parseLayoutIndex(text: string): OciLayoutEntry[] {
-  const parsed: unknown = JSON.parse(text);
-  if (typeof parsed !== 'object' || parsed === null || !('manifests' in parsed)) {
-    throw new Error(`index.json without manifests: ${text}`);
-  }
-  const manifests: unknown = parsed.manifests;
-  if (!Array.isArray(manifests)) throw new Error(`index.json manifests is not an array: ${text}`);
-  return manifests.map((m: unknown): OciLayoutEntry => {
-    if (typeof m !== 'object' || m === null) throw new Error(`bad index.json entry: ${text}`);
-    const mediaType = 'mediaType' in m && typeof m.mediaType === 'string' ? m.mediaType : '';
-    const digest = 'digest' in m && typeof m.digest === 'string' ? m.digest : '';
-    const annotations: Record<string, string> = {};
-    if ('annotations' in m && typeof m.annotations === 'object' && m.annotations !== null) {
-      for (const [k, v] of Object.entries(m.annotations)) if (typeof v === 'string') annotations[k] = v;
-    }
-    return { mediaType, digest, annotations };
-  });
-}
-
-/** Path of a blob in an OCI layout. */
-function layoutBlob(layout: string, digest: string): string {
-  const [alg, hex] = digest.split(':');
-  if (alg === undefined || hex === undefined) throw new Error(`bad digest ${digest}`);
-  return join(layout, 'blobs', alg, hex);
-}
 
 // ---------------------------------------------------------------------------------------------
 // dockerd: one daemon with Docxy both as its registry mirror and as an insecure registry

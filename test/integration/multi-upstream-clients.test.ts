@@ -26,6 +26,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { clientConfigs } from '../../src/cli/client-config.ts';
 import { validateConfig } from '../../src/config/load.ts';
 import type { ConfigInput } from '../../src/config/schema.ts';
+import { timed } from '../helpers/client-steps.ts';
 import { startContainerd, type Containerd } from '../helpers/clients/containerd.ts';
 import { startDockerd, type Dockerd } from '../helpers/clients/dockerd.ts';
 import { startPodman, type Podman } from '../helpers/clients/podman.ts';
@@ -110,13 +111,6 @@ function assertRouted(mark: number, repoPath: string, upstream: string): void {
     [upstream],
     `${repoPath} was routed to ${upstream}:\n${docxySince(mark)}`,
   );
-}
-
-async function timed<T>(t: TestContext, what: string, step: () => Promise<T>): Promise<T> {
-  const t0 = Date.now();
-  const result = await step();
-  t.diagnostic(`${what}: ${Date.now() - t0} ms`);
-  return result;
 }
 
 // ---------------------------------------------------------------------------------------------
