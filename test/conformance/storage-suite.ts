@@ -184,11 +184,20 @@ export function runStorageConformance(name: string, makeDriver: () => Promise<Dr
     it('several buffers in one write land in order, as if written one by one', async () => {
       const driver = drv();
       const key = 'blobs/sha256/ab/several';
-      const parts = [pattern(3, 70_000), pattern(5, 1), pattern(7, 300_000), Buffer.alloc(0), pattern(9, 12_345)];
+      const parts = [
+        pattern(3, 70_000),
+        pattern(5, 1),
+        pattern(7, 300_000),
+        Buffer.alloc(0),
+        pattern(9, 12_345),
+      ];
       const w = await driver.createWriter(key);
       await w.write(parts.slice(0, 2));
       await w.write(parts.slice(2));
-      assert.equal(w.written, parts.reduce((n, b) => n + b.length, 0));
+      assert.equal(
+        w.written,
+        parts.reduce((n, b) => n + b.length, 0),
+      );
       await w.commit();
       assertBytes(await driver.getBytes(key), Buffer.concat(parts));
     });

@@ -1,6 +1,12 @@
-/** Small helpers shared by the real-client tests: timing a step, reading an OCI image layout. */
+/** Small helpers shared by the integration tests: hook results, timing a step, reading an OCI image layout. */
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
+
+/** A value a before hook set up; a clear error when that hook failed. */
+export function need<T>(value: T | undefined, what: string): T {
+  if (value === undefined) throw new Error(`${what} is not available (its before hook failed)`);
+  return value;
+}
 
 /** Runs `step`, reports how long it took, and returns its result. */
 export async function timed<T>(t: TestContext, what: string, step: () => Promise<T>): Promise<T> {

@@ -17,10 +17,7 @@ import { ACCEPT_ALL_MANIFESTS, sha256 } from './images.ts';
 
 const execFileAsync = promisify(execFile);
 
-export function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} is not available (its before hook failed)`);
-  return value;
-}
+export { need } from './client-steps.ts';
 
 /** The first entry of an OCI error body, or undefined when the body is no such JSON. */
 export function ociError(res: TestResponse): { code?: unknown; message?: unknown } | undefined {

@@ -27,6 +27,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { request } from 'undici';
 
 import type { EvictionResult } from '../../src/cache/eviction.ts';
+import { need } from '../helpers/client-steps.ts';
 import { startDocxy, type TestDocxy } from '../helpers/docxy.ts';
 import { startFakeHub, type FakeHub } from '../helpers/fake-hub.ts';
 import { httpGet, pullToken } from '../helpers/http.ts';
@@ -48,10 +49,6 @@ let readFilling: TestImage | undefined;
 /** Responses a test left open (it failed mid-read); destroyed before Docxy stops. */
 const openBodies = new Set<Readable>();
 
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} is not available (its before hook failed)`);
-  return value;
-}
 const theHub = (): FakeHub => need(hub, 'the fake hub');
 const theDocxy = (): TestDocxy => need(docxy, 'docxy');
 const img = (i: number): TestImage => need(small[i], `evict/img${i + 1}`);

@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 
+import { need } from '../helpers/client-steps.ts';
 import { runCommand, type CmdResult } from '../helpers/clients/common.ts';
 import { startDocxy, type TestDocxy } from '../helpers/docxy.ts';
 import { startFakeHub, type FakeHub } from '../helpers/fake-hub.ts';
@@ -53,10 +54,6 @@ const filesDir = makeTmpDir('cli-files');
 /** A configuration naming the fake Hub and the data directory. */
 const configFile = join(filesDir.path, 'config.yaml');
 
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} is not available (its before hook failed)`);
-  return value;
-}
 const theHub = (): FakeHub => need(hub, 'the fake hub');
 const theDocxy = (): TestDocxy => need(docxy, 'docxy');
 const image = (name: DefaultImageName): ImageDescriptor => need(images, 'the seeded images')[name];

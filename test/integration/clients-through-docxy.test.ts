@@ -23,7 +23,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 
-import { layoutBlob, parseLayoutIndex, timed } from '../helpers/client-steps.ts';
+import { layoutBlob, parseLayoutIndex, timed, need } from '../helpers/client-steps.ts';
 import { startContainerd, writeHostsToml, type Containerd } from '../helpers/clients/containerd.ts';
 import { startDockerd, type Dockerd } from '../helpers/clients/dockerd.ts';
 import { registriesConfMirror, startPodman, type Podman } from '../helpers/clients/podman.ts';
@@ -49,10 +49,6 @@ let images: Record<ImageName, ImageDescriptor> | undefined;
 const dataDir = makeTmpDir('clients-through-docxy-data');
 const setupTimings: string[] = [];
 
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} is not available (its before hook failed)`);
-  return value;
-}
 const theHub = (): FakeHub => need(hub, 'the fake hub');
 const theDocxy = (): TestDocxy => need(docxy, 'docxy');
 const image = (name: ImageName): ImageDescriptor => need(images, 'the seeded images')[name];

@@ -26,7 +26,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { clientConfigs } from '../../src/cli/client-config.ts';
 import { validateConfig } from '../../src/config/load.ts';
 import type { ConfigInput } from '../../src/config/schema.ts';
-import { timed } from '../helpers/client-steps.ts';
+import { timed, need } from '../helpers/client-steps.ts';
 import { startContainerd, type Containerd } from '../helpers/clients/containerd.ts';
 import { startDockerd, type Dockerd } from '../helpers/clients/dockerd.ts';
 import { startPodman, type Podman } from '../helpers/clients/podman.ts';
@@ -42,10 +42,6 @@ let docxy: TestDocxy | undefined;
 let docxyConfig: ConfigInput | undefined;
 const setupTimings: string[] = [];
 
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} is not available (its before hook failed)`);
-  return value;
-}
 const theWorld = (): RegistryWorld => need(world, 'the registry world');
 const theDocxy = (): TestDocxy => need(docxy, 'docxy');
 const image = (which: 'hub' | 'ghcr' | 'quay'): ImageDescriptor => theWorld().images[which];

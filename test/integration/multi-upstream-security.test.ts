@@ -33,6 +33,7 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import type { ConfigInput } from '../../src/config/schema.ts';
+import { need } from '../helpers/client-steps.ts';
 import { startSkopeo, type Skopeo } from '../helpers/clients/skopeo.ts';
 import { startDocxy, type TestDocxy } from '../helpers/docxy.ts';
 import { startHttpProxy, startSocks5Proxy, type EgressProxy } from '../helpers/egress-proxies.ts';
@@ -55,10 +56,6 @@ import { startTokenServer, type TokenServer } from '../helpers/token-server.ts';
 let world: RegistryWorld | undefined;
 let docxy: TestDocxy | undefined;
 
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} is not available (its before hook failed)`);
-  return value;
-}
 const theWorld = (): RegistryWorld => need(world, 'the registry world');
 const theDocxy = (): TestDocxy => need(docxy, 'docxy');
 

@@ -33,6 +33,7 @@ import acme from 'acme-client';
 
 import { deepMerge, readConfigFile } from '../../src/config/load.ts';
 import type { ConfigInput } from '../../src/config/schema.ts';
+import { need } from '../helpers/client-steps.ts';
 import { startDocxy, type TestDocxy } from '../helpers/docxy.ts';
 import { startPebble, type Pebble } from '../helpers/pebble.ts';
 import { freePort, waitFor } from '../helpers/process.ts';
@@ -49,10 +50,6 @@ let root: string | undefined;
 let httpPort = 0;
 const dir = makeTmpDir('tls-acme');
 
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} is not available (its before hook failed)`);
-  return value;
-}
 const theRoot = (): string => need(root, "pebble's root");
 
 type LookupCallback = (err: NodeJS.ErrnoException | null, address: string, family: number) => void;

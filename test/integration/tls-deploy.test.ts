@@ -28,6 +28,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { deepMerge, readConfigFile, validateConfig } from '../../src/config/load.ts';
 import type { ConfigInput } from '../../src/config/schema.ts';
+import { need } from '../helpers/client-steps.ts';
 import { runCommand } from '../helpers/clients/common.ts';
 import { startDockerd, type Dockerd } from '../helpers/clients/dockerd.ts';
 import { startDocxy, type TestDocxy } from '../helpers/docxy.ts';
@@ -44,11 +45,6 @@ const fixture = (name: string): string => join(FIXTURES, name);
 /** A fixture with a test's addresses and paths on top, as startDocxy takes it. */
 const fromFixture = (name: string, overrides: Record<string, unknown>): ConfigInput =>
   deepMerge(readConfigFile(fixture(name)), overrides);
-
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} is not available (its before hook failed)`);
-  return value;
-}
 
 /** Waits for Docxy's request log line for `path` and returns it. */
 async function requestLine(docxy: TestDocxy, path: string): Promise<Record<string, unknown>> {

@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 
+import { need } from '../helpers/client-steps.ts';
 import { spawnDocxy, type DocxyProcess } from '../helpers/docxy-process.ts';
 import { startFakeHub, type FakeHub } from '../helpers/fake-hub.ts';
 import { bigImage, pushImage, type ImageDescriptor } from '../helpers/images.ts';
@@ -41,10 +42,6 @@ let big: ImageDescriptor | undefined;
 let ca: TestCa | undefined;
 const dir = makeTmpDir('tls-reload');
 
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} is not available (its before hook failed)`);
-  return value;
-}
 const theCa = (): TestCa => need(ca, 'the test CA');
 const theBig = (): ImageDescriptor => need(big, 'library/big:1');
 const bigLayer = (): { digest: string; size: number } => need(theBig().layers[0], "library/big:1's layer");

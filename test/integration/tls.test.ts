@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { stringify } from 'yaml';
 
+import { need } from '../helpers/client-steps.ts';
 import { runCommand } from '../helpers/clients/common.ts';
 import { startDockerd, type Dockerd } from '../helpers/clients/dockerd.ts';
 import { startDocxy, type TestDocxy } from '../helpers/docxy.ts';
@@ -46,10 +47,6 @@ const ENTRY = join(REPO_ROOT, 'test', 'helpers', 'docxy-entry.ts');
 let ca: TestCa | undefined;
 const files = makeTmpDir('tls-files');
 
-function need<T>(value: T | undefined, what: string): T {
-  if (value === undefined) throw new Error(`${what} is not available (its before hook failed)`);
-  return value;
-}
 const theCa = (): TestCa => need(ca, 'the test CA');
 
 before(async () => {

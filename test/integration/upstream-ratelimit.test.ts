@@ -49,7 +49,11 @@ describe('upstream pull budget', () => {
   after(async () => {
     await docxy.stop();
     upstream.closeAllConnections();
-    await new Promise<void>((resolve) => upstream.close(() => { resolve(); }));
+    await new Promise<void>((resolve) =>
+      upstream.close(() => {
+        resolve();
+      }),
+    );
   });
 
   it('logs ratelimit-remaining from upstream responses', async () => {
