@@ -16,11 +16,27 @@ export interface ObjectInfo {
   readonly metadata: Readonly<Record<string, string>>;
 }
 
+/**
+ * Positional reads into the caller's buffer: a server sending many large objects reuses a few
+ * buffers per transfer instead of allocating one per chunk (which keeps memory flat and spares the
+ * garbage collector). Safe to call concurrently at different positions.
+ */
+export interface PositionalReader {
+  /** Reads up to `length` bytes at `position` into `buf` at `offset`; resolves to how many (0 only past the end). */
+  readInto(buf: Buffer, offset: number, length: number, position: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** A committed object opened for positional reads; it stays readable until closed, even if deleted meanwhile. */
+export interface ObjectHandle extends PositionalReader {
+  readonly size: number;
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
 /** Reads the bytes written so far to an uncommitted object (late joiners of a shared fill). */
-export interface PartialReader {
+export interface PartialReader extends PositionalReader {
   /** Streams bytes [start, end) — all of them must already be written. */
   read(start: number, end: number): Readable;
-  close(): Promise<void>;
 }
 
 export interface ObjectWriter {
@@ -52,6 +68,8 @@ export interface StorageDriver {
   createWriter(key: string, opts?: { metadata?: Record<string, string> }): Promise<ObjectWriter>;
   /** Streams `[start, end)` of a committed object (the whole object without a range); undefined when absent. */
   get(key: string, range?: { start: number; end: number }): Promise<Readable | undefined>;
+  /** Opens a committed object for positional reads (size and metadata included); undefined when absent. */
+  open(key: string): Promise<ObjectHandle | undefined>;
   /** Reads a small committed object whole (manifests, tag records); undefined when absent. */
   getBytes(key: string): Promise<Buffer | undefined>;
   stat(key: string): Promise<ObjectInfo | undefined>;

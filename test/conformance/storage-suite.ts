@@ -88,6 +88,7 @@ async function assertAbsent(driver: StorageDriver, key: string): Promise<void> {
   );
   assert.equal(await driver.getBytes(key), undefined, `getBytes(${key}) should be undefined`);
   assert.equal(await driver.stat(key), undefined, `stat(${key}) should be undefined`);
+  assert.equal(await driver.open(key), undefined, `open(${key}) should be undefined`);
   assert.deepEqual(
     (await listAll(driver, key)).map((e) => e.key),
     [],
@@ -373,6 +374,78 @@ export function runStorageConformance(name: string, makeDriver: () => Promise<Dr
       // Generous: garbage chunks awaiting GC count too; buffering the whole object would add 20 MiB.
       const growth = rssAfter - rssBefore;
       assert.ok(growth < 15 * MiB, `rss grew by ${(growth / MiB).toFixed(1)} MiB while streaming 20 MiB`);
+    });
+
+    it("open: size, metadata and positional reads into the caller's buffer; absent keys give undefined", async () => {
+      const driver = drv();
+      const key = 'blobs/sha256/d0/d001';
+      const data = pattern(45, 300_000);
+      await put(driver, key, [data], { visibility: 'shared' });
+      assert.equal(await driver.open('blobs/sha256/d0/d0ff'), undefined);
+      const h = await driver.open(key);
+      assert.ok(h !== undefined);
+      try {
+        assert.equal(h.size, data.length);
+        assert.deepEqual({ ...h.metadata }, { visibility: 'shared' });
+        // The same buffer reused for every read, as a server's pool does.
+        const buf = Buffer.alloc(64 * 1024);
+        const got: Buffer[] = [];
+        for (let pos = 0; pos < h.size;) {
+          const n = await h.readInto(buf, 0, Math.min(buf.length, h.size - pos), pos);
+          assert.ok(n > 0, `read at ${pos} returned 0 before the end`);
+          got.push(Buffer.from(buf.subarray(0, n)));
+          pos += n;
+        }
+        assertBytes(Buffer.concat(got), data);
+        // At an offset inside the buffer, from the middle of the object; past the end reads 0.
+        const n = await h.readInto(buf, 10, 100, 1234);
+        assert.equal(n, 100);
+        assertBytes(buf.subarray(10, 110), data.subarray(1234, 1334));
+        assert.equal(await h.readInto(buf, 0, 10, data.length), 0);
+      } finally {
+        await h.close();
+        await h.close();
+      }
+    });
+
+    it('an open handle keeps reading the object it opened after a delete or a replacing commit', async () => {
+      const driver = drv();
+      const key = 'blobs/sha256/d0/d002';
+      const data = pattern(46, 100_000);
+      await put(driver, key, [data]);
+      const h = await driver.open(key);
+      assert.ok(h !== undefined);
+      try {
+        await put(driver, key, [pattern(47, 100_000)]);
+        const buf = Buffer.alloc(data.length);
+        assert.equal(await h.readInto(buf, 0, buf.length, 0), data.length);
+        assertBytes(buf, data);
+        await driver.delete(key);
+        assert.equal(await h.readInto(buf, 0, 10, 5), 10);
+        assertBytes(buf.subarray(0, 10), data.subarray(5, 15));
+      } finally {
+        await h.close();
+      }
+    });
+
+    it("a partial reader reads positionally into the caller's buffer while the writer appends", async () => {
+      const driver = drv();
+      const w = track(await driver.createWriter('blobs/sha256/de/de05'));
+      const a = pattern(48, 5000);
+      const b = pattern(49, 7000);
+      await w.write(a);
+      const r = await w.openPartialReader();
+      try {
+        const buf = Buffer.alloc(a.length + b.length);
+        assert.equal(await r.readInto(buf, 0, a.length, 0), a.length);
+        await w.write(b);
+        let pos = a.length;
+        while (pos < buf.length) pos += await r.readInto(buf, pos, buf.length - pos, pos);
+        assertBytes(buf, Buffer.concat([a, b]));
+      } finally {
+        await r.close();
+        await w.cancel();
+      }
     });
 
     it('openPartialReader reads bytes already written while the writer is still open', async () => {

@@ -95,6 +95,16 @@ export function createFilesystemDriver(root: string): StorageDriver {
     }
   }
 
+  /** A committed object's file, opened for reading; undefined when absent. */
+  async function openObject(key: string): Promise<FileHandle | undefined> {
+    try {
+      return await open(objectPath(key), 'r');
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
   async function* walk(dir: string, keyPrefix: string): AsyncGenerator<ListEntry> {
     let names: string[];
     try {
@@ -165,6 +175,8 @@ export function createFilesystemDriver(root: string): StorageDriver {
               if (end <= start) return Readable.from([]);
               return rangeStream(h, start, end, undefined, partialReadChunk, partialReadChunk);
             },
+            readInto: async (buf, offset, length, position) =>
+              (await h.read(buf, offset, length, position)).bytesRead,
             async close() {
               if (readerClosed) return;
               readerClosed = true;
@@ -198,13 +210,8 @@ export function createFilesystemDriver(root: string): StorageDriver {
     },
 
     async get(key, range) {
-      let handle: FileHandle;
-      try {
-        handle = await open(objectPath(key), 'r');
-      } catch (err) {
-        if (isNotFound(err)) return undefined;
-        throw err;
-      }
+      const handle = await openObject(key);
+      if (handle === undefined) return undefined;
       const start = range?.start ?? 0;
       const end = range?.end ?? (await handle.stat()).size;
       let done = false;
@@ -213,6 +220,30 @@ export function createFilesystemDriver(root: string): StorageDriver {
         done = true;
         void handle.close();
       });
+    },
+
+    async open(key) {
+      const handle = await openObject(key);
+      if (handle === undefined) return undefined;
+      try {
+        const s = await handle.stat();
+        const metadata = await readMeta(key);
+        let closed = false;
+        return {
+          size: s.size,
+          metadata,
+          readInto: async (buf, offset, length, position) =>
+            (await handle.read(buf, offset, length, position)).bytesRead,
+          async close() {
+            if (closed) return;
+            closed = true;
+            await handle.close();
+          },
+        };
+      } catch (err) {
+        await handle.close();
+        throw err;
+      }
     },
 
     async getBytes(key) {
