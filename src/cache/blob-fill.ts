@@ -4,26 +4,41 @@
  * as it goes, resumes with an upstream `Range` request when the connection drops, and commits only
  * after size and digest check out; any failure cancels, so nothing partial is ever visible.
  *
- * Clients never slow the fill down and never cancel it: each follows the temporary object at its
- * own pace through a shared positional reader, starting at any offset (a `Range` on an in-flight
+ * Clients never slow the fill down and never cancel it. Each follower sends, at its own pace, what
+ * the fill has received: straight from the fill's recent chunks in memory while it keeps up (no
+ * copy, no wait for the disk), and from the temporary object through a shared positional reader
+ * and pooled buffers when it has fallen behind them. Any offset works (a `Range` on an in-flight
  * blob is answered as soon as its bytes arrive). If storage fails (disk full), followers switch to
  * their own upstream `Range` request from where they are, so they still get every byte.
  */
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { RegistryError } from '../registry/errors.ts';
 import type { Digest } from '../registry/reference.ts';
 import type { ObjectWriter, PartialReader } from '../storage/driver.ts';
+import {
+  ClientGoneError,
+  sendPositional,
+  type BodySource,
+  type BufferPool,
+  type ByteSink,
+} from './body-source.ts';
 import { discard } from '../upstream/body.ts';
 import type { Visibility } from './reply.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
 
 /** Received bytes waiting for the disk, at most (then receiving pauses: backpressure upstream). */
 const writeQueueBytes = 4 * 1024 * 1024;
-/** Recently written bytes kept in memory for followers that keep up (one per fill). */
+/**
+ * Received bytes kept in memory for followers that keep up (one window per fill). Bytes not yet on
+ * disk always stay, so a follower finds every byte either here or in the temporary object.
+ */
 const recentMaxBytes = 8 * 1024 * 1024;
+/** Followers waiting for more are woken once per this many received bytes (and on every write, and at the end). */
+const wakeEveryBytes = 256 * 1024;
+/** A follower behind the window reads this much from storage before looking at the window again. */
+const catchUpBytes = 4 * 1024 * 1024;
 
 export type FillState = 'running' | 'complete' | 'failed' | 'detached';
 
@@ -36,6 +51,8 @@ export interface FillOptions {
   readonly visibility: Visibility;
   readonly writer: ObjectWriter;
   readonly reader: PartialReader;
+  /** Buffers for followers that read back from storage. */
+  readonly pool: BufferPool;
   /** The first upstream response (status 200); its body is the start of the blob. */
   readonly response: UpstreamResponse;
   readonly fetch: BlobFetcher;
@@ -83,13 +100,19 @@ export class BlobFill {
   readonly size: number | undefined;
   readonly visibility: Visibility;
   #state: FillState = 'running';
+  /** Bytes received and hashed (followers may send them). */
+  #received = 0;
+  /** Bytes on storage (followers behind the window read them there). */
   #written = 0;
   #error: unknown;
   #waiters: (() => void)[] = [];
+  /** `#received` when followers were last woken. */
+  #woken = 0;
   #refs = 0;
   #readerClosed = false;
-  #recent: { start: number; buf: Buffer }[] = [];
-  #recentBytes = 0;
+  /** The recent chunks, contiguous, ending at `#received`. */
+  #window: { start: number; buf: Buffer }[] = [];
+  #windowBytes = 0;
   /** Size and digest checked out (the commit may still be running). */
   #verified = false;
   readonly #opts: FillOptions;
@@ -113,6 +136,7 @@ export class BlobFill {
   }
 
   #notify(): void {
+    this.#woken = this.#received;
     const w = this.#waiters;
     this.#waiters = [];
     for (const r of w) r();
@@ -126,6 +150,25 @@ export class BlobFill {
     if (this.#state === 'running' || this.#refs > 0 || this.#readerClosed) return;
     this.#readerClosed = true;
     void this.#opts.reader.close();
+  }
+
+  /** A chunk was received and hashed: followers that keep up may send it right away. */
+  #receive(chunk: Buffer): void {
+    this.#window.push({ start: this.#received, buf: chunk });
+    this.#windowBytes += chunk.length;
+    this.#received += chunk.length;
+    this.#trim();
+    if (this.#received - this.#woken >= wakeEveryBytes) this.#notify();
+  }
+
+  /** Drops the oldest chunks beyond the window's size, once they are on storage. */
+  #trim(): void {
+    while (this.#windowBytes > recentMaxBytes) {
+      const old = this.#window[0];
+      if (old === undefined || old.start + old.buf.length > this.#written) return;
+      this.#window.shift();
+      this.#windowBytes -= old.buf.length;
+    }
   }
 
   async #run(): Promise<void> {
@@ -145,7 +188,7 @@ export class BlobFill {
     let attempt = 0;
     // Receiving and writing overlap: received chunks queue up (at most writeQueueBytes) while the
     // previous batch is being written, and each write takes everything queued so far — so the
-    // network never waits for the disk chunk by chunk, and followers wake once per batch.
+    // network never waits for the disk chunk by chunk.
     let queue: Buffer[] = [];
     let queued = 0;
     let storageFailed = false;
@@ -168,14 +211,11 @@ export class BlobFill {
           this.#state = 'detached';
           this.#abort.abort();
           await writer.cancel();
+          this.#notify();
           return;
         }
-        let at = this.#written;
-        for (const b of bufs) {
-          this.#remember(at, b);
-          at += b.length;
-        }
         this.#written += n;
+        this.#trim();
         this.#notify();
       }
     };
@@ -196,11 +236,13 @@ export class BlobFill {
           for await (const chunk of body) {
             if (this.state === 'detached') return;
             hash.update(chunk);
+            this.#receive(chunk);
             queue.push(chunk);
             queued += chunk.length;
             startPump();
             while (queued >= writeQueueBytes && writing !== undefined) await writing;
           }
+          this.#notify();
           if (!(await drain())) return;
           break;
         } catch (err) {
@@ -254,8 +296,11 @@ export class BlobFill {
       );
       await writer.cancel();
     } finally {
-      this.#recent = []; // followers still behind read the rest from storage
-      this.#recentBytes = 0;
+      if (this.#state !== 'detached') {
+        // Everything is on storage (or nothing is needed any more): followers read the rest there.
+        this.#window = [];
+        this.#windowBytes = 0;
+      }
       clearTimeout(timer);
       this.#abort.signal.removeEventListener('abort', onAbort);
       this.#notify();
@@ -269,32 +314,6 @@ export class BlobFill {
     this.#abort.abort(new RegistryError('UNAVAILABLE', { message: 'Docxy is shutting down' }));
   }
 
-  /**
-   * Keeps the most recently written batches in memory: followers that keep up with the fill (the
-   * usual case) take their bytes from here instead of reading them back from the file.
-   */
-  #remember(start: number, buf: Buffer): void {
-    this.#recent.push({ start, buf });
-    this.#recentBytes += buf.length;
-    while (this.#recentBytes > recentMaxBytes && this.#recent.length > 1) {
-      const old = this.#recent.shift();
-      if (old !== undefined) this.#recentBytes -= old.buf.length;
-    }
-  }
-
-  /** Bytes [pos, end) from the recent batches, as far as one batch covers them. */
-  #fromRecent(pos: number, end: number): Buffer | undefined {
-    // Newest first: a follower that keeps up wants the last few chunks.
-    for (let i = this.#recent.length - 1; i >= 0; i--) {
-      const seg = this.#recent[i];
-      if (seg === undefined) continue;
-      if (pos >= seg.start && pos < seg.start + seg.buf.length) {
-        return seg.buf.subarray(pos - seg.start, Math.min(seg.buf.length, end - seg.start));
-      }
-    }
-    return undefined;
-  }
-
   /** Resolves once the fill has ended. */
   async done(): Promise<FillState> {
     while (this.#state === 'running') await this.#progress();
@@ -302,59 +321,107 @@ export class BlobFill {
   }
 
   /**
-   * A stream of bytes [start, end) (to the end of the blob when `end` is undefined), following the
+   * The body of bytes [start, end) (to the end of the blob when `end` is undefined), following the
    * fill as it grows. Take it synchronously when joining, so the shared reader stays open for it.
    */
-  follow(start: number, end?: number): Readable {
+  follow(start: number, end?: number): BodySource {
     this.#refs++;
-    const gen = this.#generate(start, end);
-    const stream = Readable.from(gen, { objectMode: false, highWaterMark: 256 * 1024 });
-    stream.once('close', () => {
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
       this.#refs--;
       this.#maybeCloseReader();
-    });
-    return stream;
+    };
+    return {
+      pipeTo: async (sink) => {
+        try {
+          await this.#send(start, end, sink);
+        } finally {
+          release();
+        }
+      },
+      cancel: release,
+    };
   }
 
-  async *#generate(start: number, end: number | undefined): AsyncGenerator<Buffer> {
+  /** Index of the window chunk holding byte `pos` (which must be inside the window). */
+  #chunkAt(pos: number): number {
+    let lo = 0;
+    let hi = this.#window.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      const c = this.#window[mid];
+      if (c !== undefined && c.start <= pos) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  /** Sends window bytes [pos, end) until done or the sink is full; returns the new position. */
+  async #sendRecent(pos: number, end: number, sink: ByteSink): Promise<number> {
+    let i = this.#chunkAt(pos);
+    while (pos < end) {
+      const c = this.#window[i++];
+      if (c === undefined) break;
+      const from = pos - c.start;
+      const to = Math.min(c.buf.length, end - c.start);
+      const piece = from === 0 && to === c.buf.length ? c.buf : c.buf.subarray(from, to);
+      pos += piece.length;
+      if (!sink.write(piece)) {
+        await sink.drained();
+        break; // the window may have moved meanwhile
+      }
+    }
+    return pos;
+  }
+
+  async #send(start: number, end: number | undefined, sink: ByteSink): Promise<void> {
     let pos = start;
     for (;;) {
       const limit =
         end ?? this.size ?? (this.#state === 'complete' ? this.#written : Number.POSITIVE_INFINITY);
       if (pos >= limit) return;
+      if (sink.closed) throw new ClientGoneError();
       if (this.#state === 'failed') throw this.#error;
       // The blob's last byte is held back until the fill is verified: a client must never receive
       // a complete body whose digest turns out wrong. If verification fails, it gets a truncated
       // transfer (connection closed) and retries; Docker resumes with a Range.
       const hold =
         this.#state === 'running' && !this.#verified && this.size !== undefined && limit >= this.size ? 1 : 0;
-      const avail = Math.min(this.#written, limit - hold);
-      if (pos < avail) {
-        const recent = this.#fromRecent(pos, avail);
-        if (recent !== undefined) {
-          pos += recent.length;
-          yield recent;
-          continue;
-        }
-        for await (const chunk of this.#opts.reader.read(pos, avail)) {
-          pos += (chunk as Buffer).length;
-          yield chunk as Buffer;
-        }
+      const top = limit - hold;
+      const first = this.#window[0];
+      if (first !== undefined && pos >= first.start && pos < Math.min(this.#received, top)) {
+        pos = await this.#sendRecent(pos, Math.min(this.#received, top), sink);
+        continue;
+      }
+      const onDisk = Math.min(this.#written, top);
+      if (pos < onDisk) {
+        // Behind the window: catch up from storage, a stretch at a time, then look again.
+        const stop = Math.min(onDisk, pos + catchUpBytes);
+        await sendPositional(this.#opts.reader, pos, stop, sink, this.#opts.pool);
+        pos = stop;
         continue;
       }
       if (this.#state === 'detached') {
-        const res = await this.#opts.fetch({ start: pos });
-        for await (const chunk of bodyFrom(res, pos)) {
-          const take = Math.min(chunk.length, limit - pos);
-          pos += take;
-          yield take === chunk.length ? chunk : chunk.subarray(0, take);
-          if (pos >= limit) return;
-        }
-        if (pos < limit && limit !== Number.POSITIVE_INFINITY) throw new Error('upstream ended early');
+        await this.#sendFromUpstream(pos, limit, sink);
         return;
       }
       if (this.#state === 'complete') return;
       await this.#progress();
     }
+  }
+
+  /** Storage failed: this follower fetches the rest of its range from the upstream itself. */
+  async #sendFromUpstream(start: number, limit: number, sink: ByteSink): Promise<void> {
+    let pos = start;
+    const res = await this.#opts.fetch({ start: pos });
+    for await (const chunk of bodyFrom(res, pos)) {
+      const take = Math.min(chunk.length, limit - pos);
+      pos += take;
+      if (!sink.write(take === chunk.length ? chunk : chunk.subarray(0, take))) await sink.drained();
+      if (pos >= limit) return;
+    }
+    if (pos < limit && limit !== Number.POSITIVE_INFINITY) throw new Error('upstream ended early');
   }
 }

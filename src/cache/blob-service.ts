@@ -2,7 +2,6 @@
  * Blobs through the cache: served from storage when present (Range, ETag), otherwise fetched from
  * the upstream once for every concurrent client (BlobFill), with Docxy's own identity.
  */
-import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Flights } from '../coordination/single-flight.ts';
 import { contentRange, parseRange } from '../http/range.ts';
@@ -13,6 +12,7 @@ import { paths } from '../storage/paths.ts';
 import { discard } from '../upstream/body.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
 import { BlobFill } from './blob-fill.ts';
+import { createBufferPool, positionalBody, type BodySource } from './body-source.ts';
 import type { CacheReply, Visibility } from './reply.ts';
 
 export interface BlobRequest {
@@ -104,38 +104,73 @@ function plan(
   return { status: 200, start: 0, end: size, headers: { ...headers, 'content-length': String(size) } };
 }
 
+/**
+ * Buffers for sending blobs from storage: 256 KiB reads (large enough for throughput; a transfer
+ * holds at most two), and up to 32 idle ones kept (8 MiB) for the next transfers.
+ */
+const poolChunk = 256 * 1024;
+const poolKeep = 32;
+
 export function createBlobService(deps: BlobServiceDeps): BlobService {
   const { storage, flights, log } = deps;
+  const pool = createBufferPool(poolChunk, poolKeep);
   /** Open reads of committed blobs, per key. */
   const readers = new Map<string, number>();
 
-  function track(key: string, body: Readable): Readable {
+  function opened(key: string): () => void {
     readers.set(key, (readers.get(key) ?? 0) + 1);
-    body.once('close', () => {
+    return () => {
       const n = (readers.get(key) ?? 1) - 1;
       if (n <= 0) readers.delete(key);
       else readers.set(key, n);
-    });
-    return body;
+    };
   }
 
-  async function fromStorage(
-    req: BlobRequest,
-    key: string,
-    size: number,
-    visibility: Visibility,
-  ): Promise<CacheReply> {
-    const p = plan(req, size);
+  /** Counts a body as a reader of `key` until it has been sent or cancelled. */
+  function track(key: string, body: BodySource): BodySource {
+    const closed = opened(key);
+    let done = false;
+    const end = (): void => {
+      if (done) return;
+      done = true;
+      closed();
+    };
+    return {
+      async pipeTo(sink) {
+        try {
+          await body.pipeTo(sink);
+        } finally {
+          end();
+        }
+      },
+      cancel() {
+        body.cancel();
+        end();
+      },
+    };
+  }
+
+  async function fromStorage(req: BlobRequest, key: string): Promise<CacheReply | undefined> {
+    const handle = await storage.open(key);
+    if (handle === undefined) return undefined;
+    const visibility: Visibility = handle.metadata.visibility === 'private' ? 'private' : 'shared';
+    let p;
+    try {
+      p = plan(req, handle.size);
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
     void storage.touch(key);
-    if (req.method === 'HEAD' || p.status === 304)
+    if (req.method === 'HEAD' || p.status === 304) {
+      await handle.close();
       return { kind: 'local', status: p.status, headers: p.headers, cache: 'hit', visibility };
-    const body = await storage.get(key, { start: p.start, end: p.end });
-    if (body === undefined) throw new RegistryError('BLOB_UNKNOWN'); // evicted between stat and get: rare
+    }
     return {
       kind: 'local',
       status: p.status,
       headers: p.headers,
-      body: track(key, body),
+      body: positionalBody(handle, p.start, p.end, pool, opened(key)),
       cache: 'hit',
       visibility,
     };
@@ -160,6 +195,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
       visibility: req.visibility,
       writer,
       reader,
+      pool,
       response,
       fetch: ({ start, signal }) =>
         req.fetch({ method: 'GET', name: req.name, digest: req.digest.value, start, signal }),
@@ -191,14 +227,8 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
 
     async get(req) {
       const key = paths.blob(req.digest.value);
-      const info = await storage.stat(key);
-      if (info !== undefined)
-        return fromStorage(
-          req,
-          key,
-          info.size,
-          info.metadata.visibility === 'private' ? 'private' : 'shared',
-        );
+      const hit = await fromStorage(req, key);
+      if (hit !== undefined) return hit;
 
       const running = flights.get(key);
       if (req.method === 'HEAD' && running === undefined) {

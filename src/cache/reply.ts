@@ -1,5 +1,6 @@
 /** What a cache service answers: the route writes it to the client. */
 import type { Readable } from 'node:stream';
+import type { BodySource } from './body-source.ts';
 import type { UpstreamResponse } from '../upstream/registry-client.ts';
 
 /**
@@ -17,8 +18,8 @@ export type CacheReply =
       readonly kind: 'local';
       readonly status: number;
       readonly headers: Record<string, string>;
-      /** Absent for HEAD, 304 and errors without a body. */
-      readonly body?: Readable | Buffer;
+      /** Absent for HEAD, 304 and errors without a body; blobs are BodySources (body-source.ts). */
+      readonly body?: Readable | Buffer | BodySource;
       readonly cache: CacheResult;
       readonly visibility: Visibility;
     }

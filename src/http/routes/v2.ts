@@ -24,6 +24,8 @@ import { pipeline } from 'node:stream/promises';
 import { headerValue, type RegistryClient, type UpstreamResponse } from '../../upstream/registry-client.ts';
 import { version } from '../../version.ts';
 import { countBytes, relay } from '../relay.ts';
+import { discardBody, sendBody } from '../response-sink.ts';
+import { isBodySource } from '../../cache/body-source.ts';
 import type { AccessController } from '../../auth/access-controller.ts';
 import type { RateLimiter } from '../../auth/rate-limit.ts';
 
@@ -331,7 +333,7 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
       try {
         if (digest !== undefined) await ensureLinked(up, deps.links, answer.cache, check, digest);
       } catch (err) {
-        if (answer.body !== undefined && !Buffer.isBuffer(answer.body)) answer.body.destroy();
+        discardBody(answer.body);
         throw err;
       }
     }
@@ -341,7 +343,7 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
         if (digest === undefined) throw new RegistryError('DENIED');
         await proveAccess(up, request, check.kind, check.name, digest);
       } catch (err) {
-        if (answer.body !== undefined && !Buffer.isBuffer(answer.body)) answer.body.destroy();
+        discardBody(answer.body);
         throw err;
       }
     }
@@ -351,7 +353,7 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
     raw.writeHead(answer.status, { ...answer.headers, 'docker-distribution-api-version': 'registry/2.0' });
     const body = answer.body;
     if (body === undefined || request.method === 'HEAD') {
-      if (body !== undefined && !Buffer.isBuffer(body)) body.destroy();
+      discardBody(body);
       raw.end();
       return;
     }
@@ -359,6 +361,10 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
       request.ctx.bytes = body.length;
       request.ctx.budget?.(body.length);
       raw.end(body);
+      return;
+    }
+    if (isBodySource(body)) {
+      await sendBody(request, raw, body, abort.signal);
       return;
     }
     countBytes(request.ctx, body, raw);
