@@ -187,7 +187,14 @@ export async function startDocxy(hub: FakeHub): Promise<Contestant> {
     writeFileSync(file, text);
     const proc = spawnServer(
       process.execPath,
-      [join(REPO_ROOT, 'bin', 'docxy.js'), 'serve', '--config', file],
+      [
+        // Extra node flags for Docxy only, e.g. BENCH_DOCXY_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p".
+        ...(process.env.BENCH_DOCXY_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
+        join(REPO_ROOT, 'bin', 'docxy.js'),
+        'serve',
+        '--config',
+        file,
+      ],
       {
         logFile: join(dir.path, 'docxy.log'),
         cwd: REPO_ROOT,

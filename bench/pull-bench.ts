@@ -4,6 +4,12 @@
  * tables, checks the targets from the issue, and writes bench/results/latest.json.
  *
  *   npm run build && node --import tsx bench/pull-bench.ts [--quick] [--hub plain|cdn|both]
+ *       [--only A,B,C,D] [--contestants direct,docxy,distribution,nginx] [--no-prefault]
+ *
+ * Before every run that writes a cache (A, B cold, C) the page cache is prefaulted for every
+ * contestant alike (measure.ts, prefaultPageCache: on this VM, writes into never-touched memory
+ * cost ten times more kernel time). BENCH_DOCXY_NODE_ARGS passes extra node flags to Docxy only
+ * (profiling: "--cpu-prof --cpu-prof-dir=/tmp/prof").
  *
  * Scenarios (one after another; the machine has 2 cores):
  *   A  cold pull of library/big:1 (200 MB layer) through each contestant; Docxy's RSS growth
@@ -55,6 +61,7 @@ import {
   upstreamMark,
   upstreamSince,
   waitForQuiet,
+  prefaultPageCache,
   type RssWindow,
   type UpstreamStats,
 } from './measure.ts';
@@ -67,6 +74,12 @@ const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     hub: { type: 'string', default: 'plain' },
+    // For focused work on one path: e.g. --only B --contestants direct,docxy (the targets that need
+    // a skipped scenario or contestant are reported as n/a).
+    only: { type: 'string', default: 'A,B,C,D' },
+    contestants: { type: 'string', default: CONTESTANTS.join(',') },
+    // See prefaultPageCache in measure.ts.
+    'no-prefault': { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -82,6 +95,14 @@ const HUB_MODES: readonly HubMode[] =
 if (HUB_MODES.length === 0) throw new Error(`--hub must be plain, cdn or both (got ${args.hub})`);
 
 type HubMode = 'plain' | 'cdn';
+
+const SCENARIOS = new Set(args.only.split(',').map((x) => x.trim().toUpperCase()));
+for (const sc of SCENARIOS)
+  if (!['A', 'B', 'C', 'D'].includes(sc)) throw new Error(`--only takes A, B, C, D (got ${sc})`);
+const SELECTED = new Set(args.contestants.split(',').map((x) => x.trim()));
+for (const name of SELECTED)
+  if (!(CONTESTANTS as readonly string[]).includes(name))
+    throw new Error(`--contestants takes ${CONTESTANTS.join(', ')} (got ${name})`);
 
 const PARAMS = QUICK
   ? {
@@ -243,11 +264,17 @@ async function measure(
   phase: string,
   body: (signal: AbortSignal) => Promise<RunOutput>,
   after?: (signal: AbortSignal) => Promise<void>,
+  /** Bytes the run may write to disk (cold runs): the page cache is prefaulted for that much. */
+  writes = 0,
 ): Promise<RunResult> {
   // Past the run's time limit or interrupted: stop measuring and unwind to the cleanup.
   ctx.global.throwIfAborted();
   await settleUpstream(ctx.hub, 500);
   syncDisks();
+  if (writes > 0 && !args['no-prefault']) {
+    prefaultPageCache(writes);
+    syncDisks();
+  }
   // Other work on the machine (2 cores) skews a run: start only once it has been quiet for 1 s.
   const busyBefore = await waitForQuiet(QUIET_WAIT_MS, 0.2, 1000);
   const mark = await upstreamMark(ctx.hub);
@@ -336,10 +363,18 @@ async function scenarioA(
   for (const c of contestants) {
     const agent = newAgent();
     try {
-      await measure(ctx, c, 'A', '', async (signal) => {
-        const t: Transfer = await new PullClient(c.url, agent, signal).pullImage(image);
-        return { bytes: t.bytes };
-      });
+      await measure(
+        ctx,
+        c,
+        'A',
+        '',
+        async (signal) => {
+          const t: Transfer = await new PullClient(c.url, agent, signal).pullImage(image);
+          return { bytes: t.bytes };
+        },
+        undefined,
+        2 * image.blobs.reduce((n, b) => n + b.size, 0),
+      );
     } finally {
       await agent.close();
     }
@@ -358,7 +393,15 @@ async function scenarioB(
         const t = await new PullClient(c.url, agent, signal).pullBlob(B_REPO, blob.digest, blob.size);
         return { bytes: t.bytes };
       };
-      await measure(ctx, c, 'B', 'cold', pull, (signal) => c.stored(blob.digest, blob.size, signal));
+      await measure(
+        ctx,
+        c,
+        'B',
+        'cold',
+        pull,
+        (signal) => c.stored(blob.digest, blob.size, signal),
+        2 * blob.size,
+      );
       await measure(ctx, c, 'B', 'warm', pull);
     } finally {
       await agent.close();
@@ -399,6 +442,7 @@ async function scenarioC(
           };
         },
         (signal) => c.stored(blob.digest, blob.size, signal),
+        2 * blob.size,
       );
     } finally {
       await agent.close();
@@ -785,6 +829,7 @@ async function runSuite(
     await pushBlobFile(hub, C_REPO, cBlob, stepSignal(global));
 
     for (const name of CONTESTANTS) {
+      if (!SELECTED.has(name)) continue;
       if (name === 'nginx' && !existsSync(NGINX_BINARY)) {
         suite.skipped.push({ name, reason: `${NGINX_BINARY} missing (apt-get install -y nginx-light)` });
         continue;
@@ -806,10 +851,10 @@ async function runSuite(
 
     const ctx: SuiteContext = { hub, global, samplers, runs: suite.runs };
     const all = contestants;
-    await scenarioA(ctx, all, aImage);
-    await scenarioB(ctx, all, bBlob);
-    await scenarioC(ctx, all, cBlob);
-    await scenarioD(ctx, all);
+    if (SCENARIOS.has('A')) await scenarioA(ctx, all, aImage);
+    if (SCENARIOS.has('B')) await scenarioB(ctx, all, bBlob);
+    if (SCENARIOS.has('C')) await scenarioC(ctx, all, cBlob);
+    if (SCENARIOS.has('D')) await scenarioD(ctx, all);
 
     if (docxySampler !== undefined) {
       docxySampler.sample();
