@@ -37,6 +37,8 @@ const writeQueueBytes = 4 * 1024 * 1024;
 const recentMaxBytes = 8 * 1024 * 1024;
 /** Followers waiting for more are woken once per this many received bytes (and on every write, and at the end). */
 const wakeEveryBytes = 256 * 1024;
+/** A follower sends at most this much of the window in one batch. */
+const sendBatchBytes = 1024 * 1024;
 /** A follower behind the window reads this much from storage before looking at the window again. */
 const catchUpBytes = 4 * 1024 * 1024;
 
@@ -360,19 +362,20 @@ export class BlobFill {
 
   /** Sends window bytes [pos, end) until done or the sink is full; returns the new position. */
   async #sendRecent(pos: number, end: number, sink: ByteSink): Promise<number> {
-    let i = this.#chunkAt(pos);
-    while (pos < end) {
-      const c = this.#window[i++];
+    // Everything available up to a batch's size goes out together: one system call for several
+    // received chunks instead of one each.
+    const stop = Math.min(end, pos + sendBatchBytes);
+    const pieces: Buffer[] = [];
+    for (let i = this.#chunkAt(pos); pos < stop; i++) {
+      const c = this.#window[i];
       if (c === undefined) break;
       const from = pos - c.start;
-      const to = Math.min(c.buf.length, end - c.start);
+      const to = Math.min(c.buf.length, stop - c.start);
       const piece = from === 0 && to === c.buf.length ? c.buf : c.buf.subarray(from, to);
+      pieces.push(piece);
       pos += piece.length;
-      if (!sink.write(piece)) {
-        await sink.drained();
-        break; // the window may have moved meanwhile
-      }
     }
+    if (!sink.writeAll(pieces)) await sink.drained();
     return pos;
   }
 

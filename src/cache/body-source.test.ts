@@ -84,6 +84,11 @@ function slowSink(opts: { holdMs: number; closeAfter?: number }): ByteSink & {
         });
       return held < 2;
     },
+    writeAll(bufs: readonly Buffer[]): boolean {
+      let ok = true;
+      for (const b of bufs) ok = sink.write(b);
+      return ok;
+    },
     drained(): Promise<void> {
       if (closed) return Promise.reject(new ClientGoneError());
       if (held < 2) return Promise.resolve();

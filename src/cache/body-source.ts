@@ -15,6 +15,8 @@ export interface ByteSink {
    * `drained()` before writing more.
    */
   write(buf: Buffer, release?: () => void): boolean;
+  /** Sends buffers nobody will change, in one go (one system call where the connection allows). */
+  writeAll(bufs: readonly Buffer[]): boolean;
   /** Resolves when the sink wants more; rejects once the client is gone. */
   drained(): Promise<void>;
   /** The client has gone (disconnected, or the transfer was cut). */

@@ -81,6 +81,18 @@ export function responseSink(raw: ServerResponse, ctx: RequestContext): Response
       if (!ok) needDrain = true;
       return ok;
     },
+    writeAll(bufs) {
+      if (bufs.length === 1 && bufs[0] !== undefined) return this.write(bufs[0]);
+      // Corked, the writes leave as one writev when uncorked (HTTP/1.1; HTTP/2 frames them anyway).
+      raw.cork();
+      let ok = true;
+      try {
+        for (const b of bufs) ok = this.write(b);
+      } finally {
+        raw.uncork();
+      }
+      return ok;
+    },
     drained() {
       if (closed || raw.destroyed) return Promise.reject(new ClientGoneError());
       if (!needDrain) return Promise.resolve();
