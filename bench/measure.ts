@@ -305,11 +305,12 @@ export function table(headers: readonly string[], rows: readonly (readonly strin
 
 /**
  * Writes `bytes` to a scratch file and deletes it, so the page cache that the next run's writes
- * use comes from memory this VM has touched before. Measured here (dd of 1 GiB to /tmp, ext4):
- * 2.0-2.7 s of kernel time into never-touched guest memory, 0.28 s right after deleting such a
- * file — a 10x swing that hits whichever contestant happens to write first and drowns the
- * differences between them. Applied before every run that writes a cache, for every contestant
- * alike (direct included); `--no-prefault` turns it off.
+ * use comes from memory this VM has touched recently. Measured here (dd of 1 GiB to /tmp, ext4):
+ * 2.0-2.7 s of kernel time into memory the host has taken back, 0.25 s right after deleting
+ * such a file — and the host takes freed memory back within seconds (0.48 s after 1 s, 0.76 s
+ * after 3 s, 2.24 s after 8 s). A 10x swing that hits whichever contestant happens to write at
+ * the wrong moment and drowns the differences between them. Called right before every run that
+ * writes a cache, for every contestant alike (direct included); `--no-prefault` turns it off.
  */
 export function prefaultPageCache(bytes: number): void {
   const file = join(tmpdir(), `docxy-bench-prefault-${process.pid}`);

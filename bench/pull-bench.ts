@@ -271,13 +271,11 @@ async function measure(
   ctx.global.throwIfAborted();
   await settleUpstream(ctx.hub, 500);
   syncDisks();
-  if (writes > 0 && !args['no-prefault']) {
-    prefaultPageCache(writes);
-    syncDisks();
-  }
   // Other work on the machine (2 cores) skews a run: start only once it has been quiet for 1 s.
   const busyBefore = await waitForQuiet(QUIET_WAIT_MS, 0.2, 1000);
   const mark = await upstreamMark(ctx.hub);
+  // Right before the run: the VM hands freed memory back to its host within seconds.
+  if (writes > 0 && !args['no-prefault']) prefaultPageCache(writes);
   const sampler = ctx.samplers.get(c.name);
   const pids = c.pid === undefined ? [] : [c.pid];
   const hubPids = [ctx.hub.registryPid() ?? -1];
