@@ -24,7 +24,7 @@
 import { execFileSync } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
 import { cpus, loadavg, totalmem } from 'node:os';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createHash } from 'node:crypto';
@@ -177,6 +177,8 @@ interface SuiteResult {
   docxyMemory: { startRss: number; startHwm: number; peakRss: number; vmHwm: number } | undefined;
   memoryPeaks: Partial<Record<ContestantName, number>>;
   targets: TargetResult[];
+  /** CPU seconds this process spends hashing the B blob with sha256 (what any verifying cache must spend). */
+  sha256CpuS?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -727,6 +729,48 @@ function evaluateTargets(suite: SuiteResult, aLabel: string): TargetResult[] {
   return out;
 }
 
+/** CPU seconds of one sha256 pass over `file` (read whole, hashed in 1 MiB steps). */
+function sha256CpuSeconds(file: string): number {
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(MiB);
+    const hash = createHash('sha256');
+    let hashing = 0;
+    for (let pos = 0; ;) {
+      const n = readSync(fd, buf, 0, buf.length, pos);
+      if (n === 0) break;
+      pos += n;
+      const c0 = process.cpuUsage();
+      hash.update(n === buf.length ? buf : buf.subarray(0, n));
+      const c = process.cpuUsage(c0);
+      hashing += (c.user + c.system) / 1e6;
+    }
+    hash.digest();
+    return hashing;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * What the cold target leaves a cache on this machine: at 0.9x of the direct pull's wall time the
+ * cores offer so many CPU seconds; the client and the hub spend what they spent pulling direct
+ * (the same bytes to receive, hash and send); the rest is all a cache may use, and verifying the
+ * digest alone costs the sha256 pass measured in this process.
+ */
+function coldBudget(suite: SuiteResult): string | undefined {
+  const d = find(suite.runs, 'B', 'direct', 'cold');
+  if (d === undefined || suite.sha256CpuS === undefined) return undefined;
+  const wall = d.wallMs / 1000 / 0.9;
+  const offered = cpus().length * wall;
+  const used = d.cpu.client + d.cpu.hub;
+  return (
+    `cold budget at 0.9x direct: ${fmt(wall, 2)} s x ${cpus().length} cores = ${fmt(offered, 2)} CPU s; ` +
+    `direct's client + hub used ${fmt(used, 2)}; left for a cache: ${fmt(offered - used, 2)} CPU s, ` +
+    `of which its sha256 pass alone takes ${fmt(suite.sha256CpuS, 2)}`
+  );
+}
+
 function printSuite(suite: SuiteResult, aLabel: string, bSize: number): void {
   const names = CONTESTANTS.filter((n) => suite.contestants.some((c) => c.name === n));
   const hubText =
@@ -753,6 +797,8 @@ function printSuite(suite: SuiteResult, aLabel: string, bSize: number): void {
   say('');
   say(`B. ${mib(bSize)} blob, cold (first pull) then warm (second pull), one client`);
   say(transferTable(suite, 'B', names));
+  const budget = coldBudget(suite);
+  if (budget !== undefined) say(budget);
   say('');
   say(
     `C. ${PARAMS.cClients} concurrent cold clients of a ${mib(PARAMS.cBlobSize)} blob (MB/s = all clients' bytes / wall time)`,
@@ -906,9 +952,12 @@ async function main(): Promise<void> {
   const bBlob = await deterministicBlobFile('docxy-bench-b', PARAMS.bBlobSize);
   const cBlob = await deterministicBlobFile('docxy-bench-c', PARAMS.cBlobSize);
 
+  const hashCpuS = sha256CpuSeconds(bBlob.file);
+  log(`sha256 of the ${mib(bBlob.size)} blob in this process: ${fmt(hashCpuS, 2)} CPU s`);
   const suites: SuiteResult[] = [];
   for (const mode of HUB_MODES) {
     const suite = await runSuite(mode, global, aImage, bBlob, cBlob);
+    suite.sha256CpuS = hashCpuS;
     suite.targets = evaluateTargets(suite, aLabel);
     suites.push(suite);
     printSuite(suite, aLabel, bBlob.size);
