@@ -176,7 +176,11 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
     };
   }
 
-  async function startFill(req: BlobRequest, key: string): Promise<BlobFill | UpstreamResponse> {
+  async function startFill(
+    req: BlobRequest,
+    key: string,
+    ended: () => void,
+  ): Promise<BlobFill | UpstreamResponse> {
     const response = await req.fetch({ method: 'GET', name: req.name, digest: req.digest.value });
     if (response.status !== 200) return response;
     let writer;
@@ -204,6 +208,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
       resumeRetries: deps.resumeRetries,
       resumeBackoffMs: deps.resumeBackoffMs,
       onEnd: (fill) => {
+        ended();
         deps.onFillEnd?.();
         log.info({ digest: req.digest.value, state: fill.state, bytes: fill.written }, 'cache fill ended');
       },
@@ -225,74 +230,83 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
     },
     inUse: (key) => flights.get(key) !== undefined || readers.has(key),
 
-    async get(req) {
-      const key = paths.blob(req.digest.value);
-      const hit = await fromStorage(req, key);
-      if (hit !== undefined) return hit;
+    get: (req) => get(req, false),
+  };
 
-      const running = flights.get(key);
-      if (req.method === 'HEAD' && running === undefined) {
-        // A HEAD does not start a download; ask the upstream (clients rarely HEAD blobs).
-        const res = await req.fetch({ method: 'HEAD', name: req.name, digest: req.digest.value });
-        if (res.status !== 200) return { kind: 'upstream', response: res };
-        discard(res.body);
-        const len = headerValue(res.headers, 'content-length');
-        const headers = blobHeaders(req.digest.value);
-        if (len !== undefined) headers['content-length'] = len;
-        return { kind: 'local', status: 200, headers, cache: 'miss', visibility: req.visibility };
-      }
+  async function get(req: BlobRequest, again: boolean): Promise<CacheReply> {
+    const key = paths.blob(req.digest.value);
+    const hit = await fromStorage(req, key);
+    if (hit !== undefined) return hit;
 
-      const { value, joined } = flights.join(key, () => {
-        const p = startFill(req, key);
-        // The flight ends when the fill does (or when it could not start).
-        p.then(
-          (r) => {
-            if (r instanceof BlobFill)
-              void r.done().then(() => {
-                flights.end(key, p);
-              });
-            else flights.end(key, p);
-          },
-          () => {
-            flights.end(key, p);
-          },
-        );
-        return p;
+    const running = flights.get(key);
+    if (req.method === 'HEAD' && running === undefined) {
+      // A HEAD does not start a download; ask the upstream (clients rarely HEAD blobs).
+      const res = await req.fetch({ method: 'HEAD', name: req.name, digest: req.digest.value });
+      if (res.status !== 200) return { kind: 'upstream', response: res };
+      discard(res.body);
+      const len = headerValue(res.headers, 'content-length');
+      const headers = blobHeaders(req.digest.value);
+      if (len !== undefined) headers['content-length'] = len;
+      return { kind: 'local', status: 200, headers, cache: 'miss', visibility: req.visibility };
+    }
+
+    const { value, joined } = flights.join(key, () => {
+      // The flight ends in the same tick as the fill (so nobody joins a fill that has closed its
+      // reader), or as soon as it could not start.
+      const p: Promise<BlobFill | UpstreamResponse> = startFill(req, key, () => {
+        flights.end(key, p);
       });
-      const started = await value;
-      if (!(started instanceof BlobFill)) {
-        // Only the starter may consume that response; a joiner asks on its own.
-        if (!joined) return { kind: 'upstream', response: started };
-        return {
-          kind: 'upstream',
-          response: await req.fetch({ method: req.method, name: req.name, digest: req.digest.value }),
-        };
-      }
-      const fill = started;
-      if (fill.size === undefined) {
-        // No announced size: ranges and conditionals wait for nothing, the whole body follows.
-        const headers = blobHeaders(req.digest.value);
-        return {
-          kind: 'local',
-          status: 200,
-          headers,
-          body: req.method === 'HEAD' ? undefined : track(key, fill.follow(0)),
-          cache: joined ? 'coalesced' : 'miss',
-          visibility: fill.visibility,
-        };
-      }
-      const p = plan(req, fill.size);
-      const cache = joined ? 'coalesced' : 'miss';
-      if (req.method === 'HEAD' || p.status === 304)
-        return { kind: 'local', status: p.status, headers: p.headers, cache, visibility: fill.visibility };
+      p.then(
+        (r) => {
+          if (!(r instanceof BlobFill)) flights.end(key, p);
+        },
+        () => {
+          flights.end(key, p);
+        },
+      );
+      return p;
+    });
+    const started = await value;
+    if (
+      started instanceof BlobFill &&
+      (started.state === 'complete' || started.state === 'failed') &&
+      !again
+    ) {
+      // Joined while it ran, resumed after it ended: the blob is in storage now (or fetch anew).
+      return get(req, true);
+    }
+    if (!(started instanceof BlobFill)) {
+      // Only the starter may consume that response; a joiner asks on its own.
+      if (!joined) return { kind: 'upstream', response: started };
+      return {
+        kind: 'upstream',
+        response: await req.fetch({ method: req.method, name: req.name, digest: req.digest.value }),
+      };
+    }
+    const fill = started;
+    if (fill.size === undefined) {
+      // No announced size: ranges and conditionals wait for nothing, the whole body follows.
+      const headers = blobHeaders(req.digest.value);
       return {
         kind: 'local',
-        status: p.status,
-        headers: p.headers,
-        body: track(key, fill.follow(p.start, p.end)),
-        cache,
+        status: 200,
+        headers,
+        body: req.method === 'HEAD' ? undefined : track(key, fill.follow(0)),
+        cache: joined ? 'coalesced' : 'miss',
         visibility: fill.visibility,
       };
-    },
-  };
+    }
+    const p = plan(req, fill.size);
+    const cache = joined ? 'coalesced' : 'miss';
+    if (req.method === 'HEAD' || p.status === 304)
+      return { kind: 'local', status: p.status, headers: p.headers, cache, visibility: fill.visibility };
+    return {
+      kind: 'local',
+      status: p.status,
+      headers: p.headers,
+      body: track(key, fill.follow(p.start, p.end)),
+      cache,
+      visibility: fill.visibility,
+    };
+  }
 }
