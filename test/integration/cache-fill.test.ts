@@ -534,6 +534,53 @@ describe('blob fills through the cache', () => {
         await stopSettled(docxy);
       }
     });
+
+    it('six concurrent clients (two with ranges) of a 32 MiB blob on the full disk all get their bytes', async (t) => {
+      const dataDir = mountDir!.path;
+      const size = 32 * MiB;
+      const bytes = deterministicBytes('cache-fill: disk full, followers', size);
+      const blob = await pushBlob(hub, 'library/fillfull', bytes);
+      const docxy = await startDocxy({ upstream: { url: hub.registryUrl }, data: dataDir });
+      try {
+        const token = await pullToken(`${docxy.url}/auth/token`, hub.service, 'fillfull');
+        const url = `${docxy.url}/v2/fillfull/blobs/${blob.digest}`;
+        const auth = { authorization: `Bearer ${token}` };
+        // Followers at different places when the write fails: from the fill's memory, then each
+        // with its own upstream Range from where it is.
+        const ranges = [
+          [3 * MiB + 1, 29 * MiB + 7],
+          [17 * MiB + 3, size],
+        ] as const;
+        const mark = await markUpstream(hub);
+        const [whole, parts] = await Promise.all([
+          Promise.all(Array.from({ length: 4 }, () => streamGet(url, auth))),
+          Promise.all(ranges.map(([a, b]) => streamGet(url, { ...auth, range: `bytes=${a}-${b - 1}` }))),
+        ]);
+        whole.forEach((res, i) => {
+          assertWhole(res, blob, `client ${i}`);
+        });
+        parts.forEach((res, i) => {
+          const [a, b] = ranges[i]!;
+          assert.equal(res.error, undefined, `range ${i}: ${res.error?.message ?? ''}`);
+          assert.equal(res.status, 206, `range ${i}`);
+          assert.equal(res.bytes, b - a, `range ${i}: length`);
+          assert.equal(res.digest, sha256(bytes.subarray(a, b)), `range ${i}: digest`);
+        });
+        await waitFor('the fill to end', () =>
+          docxy.logs().some((l) => l.msg === 'cache fill ended' && l.digest === blob.digest),
+        );
+        // The fill's own GET, then the followers that were past its memory fetched the rest.
+        const gets = (await upstreamSince(hub, mark)).registry.filter(
+          (r) => r.method === 'GET' && r.uri === `/v2/library/fillfull/blobs/${blob.digest}`,
+        );
+        t.diagnostic(`upstream blob GETs: ${gets.length}`);
+        assert.ok(gets.length >= 2, `followers fetched their rest upstream (${gets.length} GETs)`);
+        assert.deepEqual(filesUnder(join(dataDir, 'objects', 'blobs')), [], 'nothing committed');
+        assert.deepEqual(filesUnder(join(dataDir, 'tmp')), [], 'no temporary left');
+      } finally {
+        await stopSettled(docxy);
+      }
+    });
   });
 
   it('cache.enabled: false relays: every pull goes upstream and nothing is stored', async () => {
