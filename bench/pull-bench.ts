@@ -265,10 +265,14 @@ async function measure(
   scenario: RunResult['scenario'],
   phase: string,
   body: (signal: AbortSignal) => Promise<RunOutput>,
-  after?: (signal: AbortSignal) => Promise<void>,
-  /** Bytes the run may write to disk (cold runs): the page cache is prefaulted for that much. */
-  writes = 0,
+  opts: {
+    /** Background work the run caused, waited for after the clock stops (a contestant storing). */
+    after?: (signal: AbortSignal) => Promise<void>;
+    /** Bytes the run may write to disk (cold runs): the page cache is prefaulted for that much. */
+    writes?: number;
+  } = {},
 ): Promise<RunResult> {
+  const { after, writes = 0 } = opts;
   // Past the run's time limit or interrupted: stop measuring and unwind to the cleanup.
   ctx.global.throwIfAborted();
   await settleUpstream(ctx.hub, 500);
@@ -355,30 +359,34 @@ async function measure(
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 
+/** Runs `run` for each contestant with an agent of its own, closed afterwards. */
+async function eachContestant(
+  contestants: readonly Contestant[],
+  run: (c: Contestant, agent: Agent) => Promise<void>,
+): Promise<void> {
+  for (const c of contestants) {
+    const agent = newAgent();
+    try {
+      await run(c, agent);
+    } finally {
+      await agent.close();
+    }
+  }
+}
+
 async function scenarioA(
   ctx: SuiteContext,
   contestants: readonly Contestant[],
   image: TestImage,
 ): Promise<void> {
-  for (const c of contestants) {
-    const agent = newAgent();
-    try {
-      await measure(
-        ctx,
-        c,
-        'A',
-        '',
-        async (signal) => {
-          const t: Transfer = await new PullClient(c.url, agent, signal).pullImage(image);
-          return { bytes: t.bytes };
-        },
-        undefined,
-        2 * image.blobs.reduce((n, b) => n + b.size, 0),
-      );
-    } finally {
-      await agent.close();
-    }
-  }
+  const writes = 2 * image.blobs.reduce((n, b) => n + b.size, 0);
+  await eachContestant(contestants, async (c, agent) => {
+    const pull = async (signal: AbortSignal): Promise<RunOutput> => {
+      const t: Transfer = await new PullClient(c.url, agent, signal).pullImage(image);
+      return { bytes: t.bytes };
+    };
+    await measure(ctx, c, 'A', '', pull, { writes });
+  });
 }
 
 async function scenarioB(
@@ -386,27 +394,15 @@ async function scenarioB(
   contestants: readonly Contestant[],
   blob: BlobFile,
 ): Promise<void> {
-  for (const c of contestants) {
-    const agent = newAgent();
-    try {
-      const pull = async (signal: AbortSignal): Promise<RunOutput> => {
-        const t = await new PullClient(c.url, agent, signal).pullBlob(B_REPO, blob.digest, blob.size);
-        return { bytes: t.bytes };
-      };
-      await measure(
-        ctx,
-        c,
-        'B',
-        'cold',
-        pull,
-        (signal) => c.stored(blob.digest, blob.size, signal),
-        2 * blob.size,
-      );
-      await measure(ctx, c, 'B', 'warm', pull);
-    } finally {
-      await agent.close();
-    }
-  }
+  await eachContestant(contestants, async (c, agent) => {
+    const pull = async (signal: AbortSignal): Promise<RunOutput> => {
+      const t = await new PullClient(c.url, agent, signal).pullBlob(B_REPO, blob.digest, blob.size);
+      return { bytes: t.bytes };
+    };
+    const after = (signal: AbortSignal): Promise<void> => c.stored(blob.digest, blob.size, signal);
+    await measure(ctx, c, 'B', 'cold', pull, { after, writes: 2 * blob.size });
+    await measure(ctx, c, 'B', 'warm', pull);
+  });
 }
 
 async function scenarioC(
@@ -414,40 +410,29 @@ async function scenarioC(
   contestants: readonly Contestant[],
   blob: BlobFile,
 ): Promise<void> {
-  for (const c of contestants) {
-    const agent = newAgent();
-    try {
-      await measure(
-        ctx,
-        c,
-        'C',
-        '',
-        async (signal) => {
-          // Every client is its own puller: its own token, its own connection.
-          const times = await Promise.all(
-            Array.from({ length: PARAMS.cClients }, async () => {
-              const t = await new PullClient(c.url, agent, signal).pullBlob(C_REPO, blob.digest, blob.size);
-              return t.ms;
-            }),
-          );
-          times.sort((a, b) => a - b);
-          return {
-            bytes: blob.size * PARAMS.cClients,
-            clients: {
-              count: times.length,
-              minMs: times[0] ?? NaN,
-              medianMs: percentile(times, 50),
-              maxMs: times[times.length - 1] ?? NaN,
-            },
-          };
-        },
-        (signal) => c.stored(blob.digest, blob.size, signal),
-        2 * blob.size,
+  await eachContestant(contestants, async (c, agent) => {
+    const pullAll = async (signal: AbortSignal): Promise<RunOutput> => {
+      // Every client is its own puller: its own token, its own connection.
+      const times = await Promise.all(
+        Array.from({ length: PARAMS.cClients }, async () => {
+          const t = await new PullClient(c.url, agent, signal).pullBlob(C_REPO, blob.digest, blob.size);
+          return t.ms;
+        }),
       );
-    } finally {
-      await agent.close();
-    }
-  }
+      times.sort((a, b) => a - b);
+      return {
+        bytes: blob.size * PARAMS.cClients,
+        clients: {
+          count: times.length,
+          minMs: times[0] ?? NaN,
+          medianMs: percentile(times, 50),
+          maxMs: times[times.length - 1] ?? NaN,
+        },
+      };
+    };
+    const after = (signal: AbortSignal): Promise<void> => c.stored(blob.digest, blob.size, signal);
+    await measure(ctx, c, 'C', '', pullAll, { after, writes: 2 * blob.size });
+  });
 }
 
 async function scenarioD(ctx: SuiteContext, contestants: readonly Contestant[]): Promise<void> {
