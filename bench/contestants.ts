@@ -150,6 +150,17 @@ async function ready(
   }
 }
 
+/** A contestant's stop: its process, then its temporary directory (also when stopping fails). */
+function stopAndRemove(proc: ServerProcess, dir: { remove: () => void }): () => Promise<void> {
+  return async () => {
+    try {
+      await proc.stop();
+    } finally {
+      dir.remove();
+    }
+  };
+}
+
 function envWithout(prefix: string): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith(prefix)));
 }
@@ -211,13 +222,7 @@ export async function startDocxy(hub: FakeHub): Promise<Contestant> {
       config: text,
       stored: nothingToWait,
       log: () => proc.log(),
-      async stop() {
-        try {
-          await proc.stop();
-        } finally {
-          dir.remove();
-        }
-      },
+      stop: stopAndRemove(proc, dir),
     };
   } catch (err) {
     dir.remove();
@@ -273,13 +278,7 @@ export async function startDistributionProxy(hub: FakeHub): Promise<Contestant> 
         throw new Error(`distribution proxy never stored ${digest}`);
       },
       log: () => proc.log(),
-      async stop() {
-        try {
-          await proc.stop();
-        } finally {
-          dir.remove();
-        }
-      },
+      stop: stopAndRemove(proc, dir),
     };
   } catch (err) {
     dir.remove();
@@ -387,13 +386,7 @@ export async function startNginx(hub: FakeHub): Promise<Contestant> {
       config: text,
       stored: nothingToWait,
       log: () => `${proc.log()}\n${readTail(join(dir.path, 'error.log'))}`,
-      async stop() {
-        try {
-          await proc.stop();
-        } finally {
-          dir.remove();
-        }
-      },
+      stop: stopAndRemove(proc, dir),
     };
   } catch (err) {
     dir.remove();
