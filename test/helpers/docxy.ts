@@ -25,10 +25,23 @@ export interface TestDocxy {
   logText(): string;
   /** The per-request log lines (msg "request"). */
   requestLogs(): Record<string, unknown>[];
+  /** Where the request log stands now; pass to `requestsSince`/`describeSince` for what a step caused. */
+  logMark(): number;
+  /** The request log lines since `mark`. */
+  requestsSince(mark: number): Record<string, unknown>[];
+  /** The request paths logged since `mark`. */
+  pathsSince(mark: number): string[];
+  /** The request log lines since `mark`, one `describeRequest` per line, for assertion messages. */
+  describeSince(mark: number): string;
   /** The cache directory in use. */
   readonly dataDir: string;
   /** Stops Docxy and removes the cache directory it was given by default. */
   stop(): Promise<void>;
+}
+
+/** One request log line, for assertion messages. */
+export function describeRequest(l: Record<string, unknown>): string {
+  return `${String(l.method)} ${String(l.path)} -> ${String(l.upstream)} ${String(l.status)} cache=${String(l.cache)} (${String(l.bytes)} B)`;
 }
 
 export async function startDocxy(config: ConfigInput): Promise<TestDocxy> {
@@ -60,6 +73,7 @@ export async function startDocxy(config: ConfigInput): Promise<TestDocxy> {
   const port = address.port;
   const url = `http://127.0.0.1:${port}`;
   const parsed = (): Record<string, unknown>[] => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+  const requestLogs = (): Record<string, unknown>[] => parsed().filter((l) => l.msg === 'request');
   return {
     app,
     url,
@@ -68,7 +82,14 @@ export async function startDocxy(config: ConfigInput): Promise<TestDocxy> {
     hostPort: `127.0.0.1:${port}`,
     logs: parsed,
     logText: () => lines.join('\n'),
-    requestLogs: () => parsed().filter((l) => l.msg === 'request'),
+    requestLogs,
+    logMark: () => requestLogs().length,
+    requestsSince: (mark) => requestLogs().slice(mark),
+    pathsSince: (mark) =>
+      requestLogs()
+        .slice(mark)
+        .map((l) => String(l.path)),
+    describeSince: (mark) => requestLogs().slice(mark).map(describeRequest).join('\n'),
     dataDir: cfg.data,
     async stop() {
       await app.close();

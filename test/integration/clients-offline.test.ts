@@ -30,50 +30,36 @@ import { startContainerd, writeHostsToml, type Containerd } from '../helpers/cli
 import { startDockerd, type Dockerd } from '../helpers/clients/dockerd.ts';
 import { registriesConfMirror, startPodman, type Podman } from '../helpers/clients/podman.ts';
 import { startSkopeo, type Skopeo } from '../helpers/clients/skopeo.ts';
-import { startDocxy, type TestDocxy } from '../helpers/docxy.ts';
-import { parseRegistryLog, startFakeHub, type FakeHub } from '../helpers/fake-hub.ts';
+import { describeRequest, type TestDocxy } from '../helpers/docxy.ts';
+import { parseRegistryLog, type FakeHub } from '../helpers/fake-hub.ts';
 import { httpGet } from '../helpers/http.ts';
 import {
   ACCEPT_ALL_MANIFESTS,
-  ALL_IMAGES,
   MediaType,
-  seedImages,
   sha256,
   type ChildDescriptor,
   type ImageDescriptor,
   type ImageName,
 } from '../helpers/images.ts';
 import { makeTmpDir } from '../helpers/tmp.ts';
+import { startSeededWorld, type SeededWorld } from '../helpers/seeded-world.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Shared fixture: one fake hub seeded with every image, one Docxy in front of it
 
-let hub: FakeHub | undefined;
-let docxy: TestDocxy | undefined;
-let images: Record<ImageName, ImageDescriptor> | undefined;
-const setupTimings: string[] = [];
+let world: SeededWorld | undefined;
 
-const theHub = (): FakeHub => need(hub, 'the fake hub');
-const theDocxy = (): TestDocxy => need(docxy, 'docxy');
-const image = (name: ImageName): ImageDescriptor => need(images, 'the seeded images')[name];
+const theWorld = (): SeededWorld => need(world, 'the seeded hub and Docxy');
+const theHub = (): FakeHub => theWorld().hub;
+const theDocxy = (): TestDocxy => theWorld().docxy;
+const image = (name: ImageName): ImageDescriptor => theWorld().images[name];
 
 before(async () => {
-  let t0 = Date.now();
-  hub = await startFakeHub();
-  setupTimings.push(`fake hub up in ${Date.now() - t0} ms`);
-  t0 = Date.now();
-  images = await seedImages(hub, ALL_IMAGES);
-  setupTimings.push(`seeded ${ALL_IMAGES.join(', ')} in ${Date.now() - t0} ms`);
-  t0 = Date.now();
-  // Default configuration; startDocxy gives it a data directory of its own and removes it on stop.
-  docxy = await startDocxy({ upstream: { url: hub.registryUrl } });
-  setupTimings.push(`docxy up in ${Date.now() - t0} ms at ${docxy.url} (data ${docxy.dataDir})`);
+  world = await startSeededWorld();
 });
 
 after(async () => {
-  const results = await Promise.allSettled([docxy?.stop(), hub?.stop()]);
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed !== undefined) throw failed.reason;
+  await world?.stop();
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -89,29 +75,6 @@ function child(desc: ImageDescriptor, architecture: string): ChildDescriptor {
   return c;
 }
 
-/** Where Docxy's request log stands now; pass to `docxySince` for the requests a step caused. */
-function logMark(): number {
-  return theDocxy().requestLogs().length;
-}
-
-/** One request log line, for assertion messages. */
-function describeLine(l: Record<string, unknown>): string {
-  return `${String(l.method)} ${String(l.path)} -> ${String(l.status)} cache=${String(l.cache)} (${String(l.bytes)} B)`;
-}
-
-/** Docxy's request log lines since `mark`, one per line, for assertion messages. */
-function docxySince(mark: number): string {
-  return theDocxy().requestLogs().slice(mark).map(describeLine).join('\n');
-}
-
-/** The request paths Docxy logged since `mark`. */
-function pathsSince(mark: number): string[] {
-  return theDocxy()
-    .requestLogs()
-    .slice(mark)
-    .map((l) => String(l.path));
-}
-
 const sha256Hex = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 // ---------------------------------------------------------------------------------------------
@@ -119,13 +82,13 @@ const sha256Hex = (b: Buffer): string => createHash('sha256').update(b).digest('
 
 /** Pulls `ref` (optionally for a platform), checking the exit code and reporting the time. */
 async function dockerPull(t: TestContext, d: Dockerd, ref: string, platform?: string): Promise<void> {
-  const mark = logMark();
+  const mark = theDocxy().logMark();
   const r = await timed(
     t,
     `docker pull ${platform === undefined ? '' : `--platform ${platform} `}${ref}`,
     () => d.pull(ref, { ...(platform === undefined ? {} : { platform }), timeoutMs: 300_000 }),
   );
-  assert.equal(r.code, 0, `docker pull ${ref}: ${r.stderr}\ndocxy saw:\n${docxySince(mark)}`);
+  assert.equal(r.code, 0, `docker pull ${ref}: ${r.stderr}\ndocxy saw:\n${theDocxy().describeSince(mark)}`);
 }
 
 /** dockerd: the mirror's short name, then every image directly, each checked against its descriptor. */
@@ -135,11 +98,14 @@ async function dockerdPullsEverything(t: TestContext, d: Dockerd): Promise<void>
   // registry-mirrors: Docker asks the mirror for library/tiny; falling back to the Hub is impossible
   // (dead proxy), so a pull that works came through Docxy.
   const tiny = image('tiny');
-  const mark = logMark();
+  const mark = theDocxy().logMark();
   await dockerPull(t, d, 'tiny:1');
   assert.equal(await d.imageId('tiny:1'), tiny.configDigest);
   assert.deepEqual(await d.repoDigests('tiny:1'), [`tiny@${tiny.digest}`]);
-  assert.ok(pathsSince(mark).includes('/v2/library/tiny/manifests/1'), docxySince(mark));
+  assert.ok(
+    theDocxy().pathsSince(mark).includes('/v2/library/tiny/manifests/1'),
+    theDocxy().describeSince(mark),
+  );
   // Gone again, so the direct pull of the same image below is a real pull with one repo digest.
   assert.equal((await d.removeImage('tiny:1')).code, 0);
 
@@ -184,11 +150,18 @@ async function ctrPullsItsImages(t: TestContext, c: Containerd, hostsDir: string
   for (const name of ['tiny', 'multi'] as const) {
     const desc = image(name);
     const ref = `docker.io/library/${name}:1`;
-    const mark = logMark();
+    const mark = theDocxy().logMark();
     const r = await timed(t, `ctr images pull ${ref}`, () => c.pull(ref, { hostsDir }));
-    assert.equal(r.code, 0, `ctr pull ${ref}: ${r.stdout}\n${r.stderr}\ndocxy saw:\n${docxySince(mark)}`);
+    assert.equal(
+      r.code,
+      0,
+      `ctr pull ${ref}: ${r.stdout}\n${r.stderr}\ndocxy saw:\n${theDocxy().describeSince(mark)}`,
+    );
     assert.equal(await c.imageDigest(ref), desc.digest, `${ref} digest`);
-    assert.ok(pathsSince(mark).includes(`/v2/library/${name}/manifests/1`), docxySince(mark));
+    assert.ok(
+      theDocxy().pathsSince(mark).includes(`/v2/library/${name}/manifests/1`),
+      theDocxy().describeSince(mark),
+    );
   }
 }
 
@@ -199,27 +172,30 @@ async function podmanPullsItsImages(t: TestContext, p: Podman): Promise<void> {
     ['app', 'docker.io/someuser/app:2'],
   ] as const) {
     const desc = image(name);
-    const mark = logMark();
+    const mark = theDocxy().logMark();
     const r = await timed(t, `podman pull ${ref}`, () => p.pull(ref));
-    assert.equal(r.code, 0, `podman pull ${ref}: ${r.stderr}\ndocxy saw:\n${docxySince(mark)}`);
+    assert.equal(r.code, 0, `podman pull ${ref}: ${r.stderr}\ndocxy saw:\n${theDocxy().describeSince(mark)}`);
     assert.equal(await p.imageId(ref), desc.configDigest.slice('sha256:'.length), `${ref} image ID`);
     assert.equal(await p.imageDigest(ref), desc.digest, `${ref} digest`);
     const path = `/v2/${desc.repo}/manifests/${desc.tag}`;
-    assert.ok(pathsSince(mark).includes(path), `docxy saw ${path}:\n${docxySince(mark)}`);
+    assert.ok(
+      theDocxy().pathsSince(mark).includes(path),
+      `docxy saw ${path}:\n${theDocxy().describeSince(mark)}`,
+    );
   }
 }
 
 /** skopeo: `copy --all --preserve-digests` of the OCI index into an `oci:` layout, every byte checked. */
 async function skopeoCopiesTheIndex(t: TestContext, s: Skopeo, layout: string): Promise<void> {
   const idx = image('ociindex');
-  const mark = logMark();
+  const mark = theDocxy().logMark();
   const r = await timed(t, 'skopeo copy --all --preserve-digests ociindex:1', () =>
     s.copy(`docker://${theDocxy().hostPort}/ociindex:1`, `oci:${layout}:x`, {
       all: true,
       preserveDigests: true,
     }),
   );
-  assert.equal(r.code, 0, `skopeo copy: ${r.stderr}\ndocxy saw:\n${docxySince(mark)}`);
+  assert.equal(r.code, 0, `skopeo copy: ${r.stderr}\ndocxy saw:\n${theDocxy().describeSince(mark)}`);
 
   const entries = parseLayoutIndex(readFileSync(join(layout, 'index.json'), 'utf8'));
   const tagged = entries.find((e) => e.annotations['org.opencontainers.image.ref.name'] === 'x');
@@ -300,7 +276,7 @@ describe('warm-up: every client pulls every image through docxy (upstream up)', 
   });
 
   it('reports the shared fixture set-up', (t) => {
-    for (const line of setupTimings) t.diagnostic(line);
+    for (const line of theWorld().timings) t.diagnostic(line);
   });
 
   it('dockerd pulls tiny:1 via registry-mirrors and every image (both platforms, big) directly', async (t) => {
@@ -340,7 +316,7 @@ describe('upstream down (registry and token service stopped): fresh clients pull
     await h.token.stop();
     cdnRequestsBefore = need(h.cdn, 'the CDN stand-in').requests.length;
     tokenRequestsBefore = h.token.requests.length;
-    downMark = logMark();
+    downMark = theDocxy().logMark();
     await startClients(fresh);
   });
 
@@ -404,30 +380,31 @@ describe('upstream down (registry and token service stopped): fresh clients pull
 
   it('docxy answered every request from the cache (hit) or as stale, and the upstream saw nothing', (t) => {
     const h = theHub();
-    const lines = theDocxy().requestLogs().slice(downMark);
+    const lines = theDocxy().requestsSince(downMark);
     assert.ok(lines.length > 0, 'the clients talked to docxy');
-    const all = lines.map(describeLine).join('\n');
+    const all = lines.map(describeRequest).join('\n');
 
     // Every request the clients made was answered without the upstream.
     const other = lines.filter((l) => l.cache !== 'hit' && l.cache !== 'stale');
-    assert.deepEqual(other.map(describeLine), [], `requests not answered as hit or stale:\n${all}`);
+    assert.deepEqual(other.map(describeRequest), [], `requests not answered as hit or stale:\n${all}`);
     const failed = lines.filter((l) => typeof l.status !== 'number' || l.status >= 500);
-    assert.deepEqual(failed.map(describeLine), [], `requests that failed:\n${all}`);
+    assert.deepEqual(failed.map(describeRequest), [], `requests that failed:\n${all}`);
 
     // The pieces the auth dance needs: the /v2/ challenge and stand-in tokens, both "stale".
     const base = lines.filter((l) => l.path === '/v2/');
     assert.ok(base.length > 0, `the clients pinged /v2/:\n${all}`);
-    for (const l of base) assert.equal(l.status, 401, `/v2/ answered with a challenge: ${describeLine(l)}`);
+    for (const l of base)
+      assert.equal(l.status, 401, `/v2/ answered with a challenge: ${describeRequest(l)}`);
     const tokens = lines.filter((l) => l.path === '/auth/token');
     assert.ok(tokens.length > 0, `the clients fetched tokens:\n${all}`);
     for (const l of tokens) {
-      assert.equal(l.status, 200, describeLine(l));
-      assert.equal(l.cache, 'stale', describeLine(l));
+      assert.equal(l.status, 200, describeRequest(l));
+      assert.equal(l.cache, 'stale', describeRequest(l));
     }
     const served = lines.filter((l) => /\/(manifests|blobs)\//.test(String(l.path)));
     assert.ok(
       served.every((l) => l.status === 200),
-      `every manifest and blob request was a 200:\n${served.map(describeLine).join('\n')}`,
+      `every manifest and blob request was a 200:\n${served.map(describeRequest).join('\n')}`,
     );
     const bigLayer = image('big').layers[0]?.digest ?? '';
     assert.ok(

@@ -28,48 +28,28 @@ import { startContainerd, writeHostsToml, type Containerd } from '../helpers/cli
 import { startDockerd, type Dockerd } from '../helpers/clients/dockerd.ts';
 import { registriesConfMirror, startPodman, type Podman } from '../helpers/clients/podman.ts';
 import { startSkopeo, type Skopeo } from '../helpers/clients/skopeo.ts';
-import { startDocxy, type TestDocxy } from '../helpers/docxy.ts';
-import { startFakeHub, type FakeHub } from '../helpers/fake-hub.ts';
-import {
-  ALL_IMAGES,
-  MediaType,
-  seedImages,
-  type ChildDescriptor,
-  type ImageDescriptor,
-  type ImageName,
-} from '../helpers/images.ts';
+import type { TestDocxy } from '../helpers/docxy.ts';
+import type { FakeHub } from '../helpers/fake-hub.ts';
+import { MediaType, type ChildDescriptor, type ImageDescriptor, type ImageName } from '../helpers/images.ts';
 import { makeTmpDir } from '../helpers/tmp.ts';
+import { startSeededWorld, type SeededWorld } from '../helpers/seeded-world.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Shared fixture: one fake hub seeded with every image, one Docxy in front of it
 
-let hub: FakeHub | undefined;
-let docxy: TestDocxy | undefined;
-let images: Record<ImageName, ImageDescriptor> | undefined;
-const dataDir = makeTmpDir('clients-through-docxy-data');
-const setupTimings: string[] = [];
+let world: SeededWorld | undefined;
 
-const theHub = (): FakeHub => need(hub, 'the fake hub');
-const theDocxy = (): TestDocxy => need(docxy, 'docxy');
-const image = (name: ImageName): ImageDescriptor => need(images, 'the seeded images')[name];
+const theWorld = (): SeededWorld => need(world, 'the seeded hub and Docxy');
+const theHub = (): FakeHub => theWorld().hub;
+const theDocxy = (): TestDocxy => theWorld().docxy;
+const image = (name: ImageName): ImageDescriptor => theWorld().images[name];
 
 before(async () => {
-  let t0 = Date.now();
-  hub = await startFakeHub();
-  setupTimings.push(`fake hub up in ${Date.now() - t0} ms`);
-  t0 = Date.now();
-  images = await seedImages(hub, ALL_IMAGES);
-  setupTimings.push(`seeded ${ALL_IMAGES.join(', ')} in ${Date.now() - t0} ms`);
-  t0 = Date.now();
-  docxy = await startDocxy({ upstream: { url: hub.registryUrl }, data: dataDir.path });
-  setupTimings.push(`docxy up in ${Date.now() - t0} ms at ${docxy.url} (data ${dataDir.path})`);
+  world = await startSeededWorld();
 });
 
 after(async () => {
-  const results = await Promise.allSettled([docxy?.stop(), hub?.stop()]);
-  dataDir.remove();
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed !== undefined) throw failed.reason;
+  await world?.stop();
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -83,28 +63,6 @@ function child(desc: ImageDescriptor, architecture: string): ChildDescriptor {
   const c = desc.children?.find((x) => x.platform.os === 'linux' && x.platform.architecture === architecture);
   if (c === undefined) throw new Error(`${desc.repo}:${desc.tag} has no linux/${architecture} child`);
   return c;
-}
-
-/** Where Docxy's request log stands now; pass to `docxySince` for the requests a step caused. */
-function logMark(): number {
-  return theDocxy().requestLogs().length;
-}
-
-/** Docxy's request log lines since `mark`, one per line, for assertion messages. */
-function docxySince(mark: number): string {
-  return theDocxy()
-    .requestLogs()
-    .slice(mark)
-    .map((l) => `${String(l.method)} ${String(l.path)} -> ${String(l.status)} (${String(l.bytes)} B)`)
-    .join('\n');
-}
-
-/** The request paths Docxy logged since `mark`. */
-function pathsSince(mark: number): string[] {
-  return theDocxy()
-    .requestLogs()
-    .slice(mark)
-    .map((l) => String(l.path));
 }
 
 /**
@@ -151,31 +109,31 @@ describe('docker (dockerd 20.10) through docxy', () => {
   });
 
   it('reports the shared fixture set-up', (t) => {
-    for (const line of setupTimings) t.diagnostic(line);
+    for (const line of theWorld().timings) t.diagnostic(line);
     t.diagnostic(`dockerd started in ${docker().startMs} ms`);
   });
 
   /** Pulls `ref` (optionally for a platform), checking the exit code and reporting the time. */
   async function pull(t: TestContext, ref: string, platform?: string): Promise<void> {
-    const mark = logMark();
+    const mark = theDocxy().logMark();
     const r = await timed(
       t,
       `docker pull ${platform === undefined ? '' : `--platform ${platform} `}${ref}`,
       () => docker().pull(ref, { ...(platform === undefined ? {} : { platform }), timeoutMs: 300_000 }),
     );
-    assert.equal(r.code, 0, `docker pull ${ref}: ${r.stderr}\ndocxy saw:\n${docxySince(mark)}`);
+    assert.equal(r.code, 0, `docker pull ${ref}: ${r.stderr}\ndocxy saw:\n${theDocxy().describeSince(mark)}`);
   }
 
   it('pulls the short name tiny:1 through registry-mirrors (library/tiny on the mirror)', async (t) => {
     const tiny = image('tiny');
-    const mark = logMark();
+    const mark = theDocxy().logMark();
     await pull(t, 'tiny:1');
     assert.equal(await docker().imageId('tiny:1'), tiny.configDigest);
     assert.deepEqual(await docker().repoDigests('tiny:1'), [`tiny@${tiny.digest}`]);
     // The daemon asked the mirror for library/tiny: the pull went through Docxy, not the Hub.
     assert.ok(
-      pathsSince(mark).includes('/v2/library/tiny/manifests/1'),
-      `docxy saw the mirror's manifest request:\n${docxySince(mark)}`,
+      theDocxy().pathsSince(mark).includes('/v2/library/tiny/manifests/1'),
+      `docxy saw the mirror's manifest request:\n${theDocxy().describeSince(mark)}`,
     );
     assert.equal((await docker().removeImage('tiny:1')).code, 0);
   });
@@ -183,11 +141,11 @@ describe('docker (dockerd 20.10) through docxy', () => {
   it('pulls 127.0.0.1:PORT/tiny:1 directly (docxy adds library/)', async (t) => {
     const tiny = image('tiny');
     const ref = `${theDocxy().hostPort}/tiny:1`;
-    const mark = logMark();
+    const mark = theDocxy().logMark();
     await pull(t, ref);
     assert.equal(await docker().imageId(ref), tiny.configDigest);
     assert.deepEqual(await docker().repoDigests(ref), [`${theDocxy().hostPort}/tiny@${tiny.digest}`]);
-    assert.ok(pathsSince(mark).includes('/v2/tiny/manifests/1'), docxySince(mark));
+    assert.ok(theDocxy().pathsSince(mark).includes('/v2/tiny/manifests/1'), theDocxy().describeSince(mark));
   });
 
   it('pulls 127.0.0.1:PORT/someuser/app:2 (a non-library namespace)', async (t) => {
@@ -271,11 +229,18 @@ describe('containerd (ctr 1.6) through docxy', () => {
       if (name === 'tiny') t.diagnostic(`containerd started in ${ctr().startMs} ms`);
       const desc = image(name);
       const ref = `docker.io/library/${name}:1`;
-      const mark = logMark();
+      const mark = theDocxy().logMark();
       const r = await timed(t, `ctr images pull ${ref}`, () => ctr().pull(ref, { hostsDir }));
-      assert.equal(r.code, 0, `ctr pull ${ref}: ${r.stdout}\n${r.stderr}\ndocxy saw:\n${docxySince(mark)}`);
+      assert.equal(
+        r.code,
+        0,
+        `ctr pull ${ref}: ${r.stdout}\n${r.stderr}\ndocxy saw:\n${theDocxy().describeSince(mark)}`,
+      );
       assert.equal(await ctr().imageDigest(ref), desc.digest);
-      assert.ok(pathsSince(mark).includes(`/v2/library/${name}/manifests/1`), docxySince(mark));
+      assert.ok(
+        theDocxy().pathsSince(mark).includes(`/v2/library/${name}/manifests/1`),
+        theDocxy().describeSince(mark),
+      );
     });
   }
 });
@@ -302,13 +267,20 @@ describe('podman 4.3 through docxy', () => {
   ] as const) {
     it(`pulls ${ref} through a registries.conf mirror`, async (t) => {
       const desc = image(name);
-      const mark = logMark();
+      const mark = theDocxy().logMark();
       const r = await timed(t, `podman pull ${ref}`, () => pm().pull(ref));
-      assert.equal(r.code, 0, `podman pull ${ref}: ${r.stderr}\ndocxy saw:\n${docxySince(mark)}`);
+      assert.equal(
+        r.code,
+        0,
+        `podman pull ${ref}: ${r.stderr}\ndocxy saw:\n${theDocxy().describeSince(mark)}`,
+      );
       assert.equal(await pm().imageId(ref), desc.configDigest.slice('sha256:'.length));
       assert.equal(await pm().imageDigest(ref), desc.digest);
       const path = `/v2/${desc.repo}/manifests/${desc.tag}`;
-      assert.ok(pathsSince(mark).includes(path), `docxy saw ${path}:\n${docxySince(mark)}`);
+      assert.ok(
+        theDocxy().pathsSince(mark).includes(path),
+        `docxy saw ${path}:\n${theDocxy().describeSince(mark)}`,
+      );
     });
   }
 });
@@ -353,14 +325,14 @@ describe('skopeo 1.9 through docxy', () => {
   it('copies the OCI index with --all --preserve-digests into an oci: layout', async (t) => {
     const idx = image('ociindex');
     const layout = join(layoutDir.path, 'layout');
-    const mark = logMark();
+    const mark = theDocxy().logMark();
     const r = await timed(t, 'skopeo copy --all --preserve-digests ociindex:1', () =>
       sk().copy(`docker://${theDocxy().hostPort}/ociindex:1`, `oci:${layout}:x`, {
         all: true,
         preserveDigests: true,
       }),
     );
-    assert.equal(r.code, 0, `skopeo copy: ${r.stderr}\ndocxy saw:\n${docxySince(mark)}`);
+    assert.equal(r.code, 0, `skopeo copy: ${r.stderr}\ndocxy saw:\n${theDocxy().describeSince(mark)}`);
 
     const entries = parseLayoutIndex(readFileSync(join(layout, 'index.json'), 'utf8'));
     const tagged = entries.find((e) => e.annotations['org.opencontainers.image.ref.name'] === 'x');

@@ -72,28 +72,13 @@ function configsFor(only?: readonly string[]): ReturnType<typeof clientConfigs> 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/** Where Docxy's request log stands now; pass to the functions below for what a step caused. */
-function logMark(): number {
-  return theDocxy().requestLogs().length;
-}
-
-/** Docxy's request log lines since `mark`, one per line, for assertion messages. */
-function docxySince(mark: number): string {
-  return theDocxy()
-    .requestLogs()
-    .slice(mark)
-    .map((l) => `${String(l.method)} ${String(l.path)} -> ${String(l.upstream)} ${String(l.status)}`)
-    .join('\n');
-}
-
 /**
  * The upstream each manifest request for `repoPath` (Docxy's path, e.g. `ghcr.io/owner/ghcrimg`)
  * since `mark` was routed to; the pull reached Docxy when this is non-empty.
  */
 function manifestUpstreams(mark: number, repoPath: string): string[] {
   return theDocxy()
-    .requestLogs()
-    .slice(mark)
+    .requestsSince(mark)
     .filter((l) => String(l.path).startsWith(`/v2/${repoPath}/manifests/`))
     .map((l) => String(l.upstream));
 }
@@ -101,11 +86,14 @@ function manifestUpstreams(mark: number, repoPath: string): string[] {
 /** Asserts that Docxy saw manifest requests for `repoPath` since `mark`, all routed to `upstream`. */
 function assertRouted(mark: number, repoPath: string, upstream: string): void {
   const seen = manifestUpstreams(mark, repoPath);
-  assert.ok(seen.length > 0, `docxy saw manifest requests for ${repoPath}:\n${docxySince(mark)}`);
+  assert.ok(
+    seen.length > 0,
+    `docxy saw manifest requests for ${repoPath}:\n${theDocxy().describeSince(mark)}`,
+  );
   assert.deepEqual(
     [...new Set(seen)],
     [upstream],
-    `${repoPath} was routed to ${upstream}:\n${docxySince(mark)}`,
+    `${repoPath} was routed to ${upstream}:\n${theDocxy().describeSince(mark)}`,
   );
 }
 
@@ -131,9 +119,9 @@ describe('docker (dockerd 20.10) through one docxy for three registries', () => 
   });
 
   async function pull(t: TestContext, ref: string): Promise<void> {
-    const mark = logMark();
+    const mark = theDocxy().logMark();
     const r = await timed(t, `docker pull ${ref}`, () => docker().pull(ref));
-    assert.equal(r.code, 0, `docker pull ${ref}: ${r.stderr}\ndocxy saw:\n${docxySince(mark)}`);
+    assert.equal(r.code, 0, `docker pull ${ref}: ${r.stderr}\ndocxy saw:\n${theDocxy().describeSince(mark)}`);
   }
 
   it('reports the shared fixture set-up', (t) => {
@@ -143,34 +131,33 @@ describe('docker (dockerd 20.10) through one docxy for three registries', () => 
 
   it('docker login localhost:PORT with the ghcr user succeeds through docxy (Basic forwarded)', async (t) => {
     const user = theWorld().ghcrUser;
-    const mark = logMark();
+    const mark = theDocxy().logMark();
     // docker login only pings /v2/ without credentials first; Docxy answers that itself because it
     // holds ghcr's credentials (anonymous pulls need no login), so a wrong password cannot be
     // caught by docker login here — the registry refuses it on /v2/ (multi-upstream-security).
     const r = await timed(t, `docker login ${ghcrHost()}`, () =>
       docker().login(ghcrHost(), user.username, user.password),
     );
-    assert.equal(r.code, 0, `docker login: ${r.stderr}\ndocxy saw:\n${docxySince(mark)}`);
+    assert.equal(r.code, 0, `docker login: ${r.stderr}\ndocxy saw:\n${theDocxy().describeSince(mark)}`);
     assert.match(r.stdout, /Login Succeeded/);
     // /v2/ went to ghcr.io (host routing), which answered the forwarded Basic credentials.
     const bases = theDocxy()
-      .requestLogs()
-      .slice(mark)
+      .requestsSince(mark)
       .filter((l) => l.path === '/v2/');
     assert.ok(
       bases.some((l) => l.upstream === 'ghcr.io' && l.status === 200),
-      `a /v2/ with the credentials reached ghcr.io and was accepted:\n${docxySince(mark)}`,
+      `a /v2/ with the credentials reached ghcr.io and was accepted:\n${theDocxy().describeSince(mark)}`,
     );
     assert.ok(
       bases.every((l) => l.upstream === 'ghcr.io'),
-      `every /v2/ went to ghcr.io:\n${docxySince(mark)}`,
+      `every /v2/ went to ghcr.io:\n${theDocxy().describeSince(mark)}`,
     );
   });
 
   it('pulls localhost:PORT/owner/ghcrimg:1 (host routing to ghcr.io)', async (t) => {
     const ghcr = image('ghcr');
     const ref = `${ghcrHost()}/owner/ghcrimg:1`;
-    const mark = logMark();
+    const mark = theDocxy().logMark();
     await pull(t, ref);
     assert.equal(await docker().imageId(ref), ghcr.configDigest);
     assert.deepEqual(await docker().repoDigests(ref), [`${ghcrHost()}/owner/ghcrimg@${ghcr.digest}`]);
@@ -182,7 +169,7 @@ describe('docker (dockerd 20.10) through one docxy for three registries', () => 
   it('pulls 127.0.0.1:PORT/quay.io/org/quayimg:1 (path prefix to quay.io)', async (t) => {
     const quay = image('quay');
     const ref = `${theDocxy().hostPort}/quay.io/org/quayimg:1`;
-    const mark = logMark();
+    const mark = theDocxy().logMark();
     await pull(t, ref);
     assert.equal(await docker().imageId(ref), quay.configDigest);
     assert.deepEqual(await docker().repoDigests(ref), [
@@ -194,7 +181,7 @@ describe('docker (dockerd 20.10) through one docxy for three registries', () => 
   it('pulls 127.0.0.1:PORT/ghcr.io/owner/ghcrimg:1 (path prefix to ghcr.io)', async (t) => {
     const ghcr = image('ghcr');
     const ref = `${theDocxy().hostPort}/ghcr.io/owner/ghcrimg:1`;
-    const mark = logMark();
+    const mark = theDocxy().logMark();
     await pull(t, ref);
     assert.equal(await docker().imageId(ref), ghcr.configDigest);
     assert.deepEqual(await docker().repoDigests(ref), [
@@ -205,7 +192,7 @@ describe('docker (dockerd 20.10) through one docxy for three registries', () => 
 
   it('pulls the short name hubimg:1 through registry-mirrors (the docker.io stand-in)', async (t) => {
     const hub = image('hub');
-    const mark = logMark();
+    const mark = theDocxy().logMark();
     await pull(t, 'hubimg:1');
     assert.equal(await docker().imageId('hubimg:1'), hub.configDigest);
     assert.deepEqual(await docker().repoDigests('hubimg:1'), [`hubimg@${hub.digest}`]);
@@ -243,9 +230,13 @@ describe('containerd (ctr 1.6) with the _default hosts.toml from docxy client-co
     it(`pulls ${ref} (ns=${upstream})`, async (t) => {
       if (which === 'hub') t.diagnostic(`containerd started in ${ctr().startMs} ms`);
       const desc = image(which);
-      const mark = logMark();
+      const mark = theDocxy().logMark();
       const r = await timed(t, `ctr images pull ${ref}`, () => ctr().pull(ref, { hostsDir }));
-      assert.equal(r.code, 0, `ctr pull ${ref}: ${r.stdout}\n${r.stderr}\ndocxy saw:\n${docxySince(mark)}`);
+      assert.equal(
+        r.code,
+        0,
+        `ctr pull ${ref}: ${r.stdout}\n${r.stderr}\ndocxy saw:\n${theDocxy().describeSince(mark)}`,
+      );
       assert.equal(await ctr().imageDigest(ref), desc.digest);
       assertRouted(mark, desc.repo, upstream);
     });
@@ -274,9 +265,13 @@ describe('podman 4.3 with the registries.conf from docxy client-config', () => {
   ] as const) {
     it(`pulls ${ref}`, async (t) => {
       const desc = image(which);
-      const mark = logMark();
+      const mark = theDocxy().logMark();
       const r = await timed(t, `podman pull ${ref}`, () => pm().pull(ref));
-      assert.equal(r.code, 0, `podman pull ${ref}: ${r.stderr}\ndocxy saw:\n${docxySince(mark)}`);
+      assert.equal(
+        r.code,
+        0,
+        `podman pull ${ref}: ${r.stderr}\ndocxy saw:\n${theDocxy().describeSince(mark)}`,
+      );
       assert.equal(await pm().imageId(ref), desc.configDigest.slice('sha256:'.length));
       assert.equal(await pm().imageDigest(ref), desc.digest);
       assertRouted(mark, docxyRepo, upstream);
