@@ -324,9 +324,10 @@ export class BlobFill {
 
   /**
    * The body of bytes [start, end) (to the end of the blob when `end` is undefined), following the
-   * fill as it grows. Take it synchronously when joining, so the shared reader stays open for it.
+   * fill as it grows; `onEnd` runs once, when it has been sent or cancelled. Take it synchronously
+   * when joining, so the shared reader stays open for it.
    */
-  follow(start: number, end?: number): BodySource {
+  follow(start: number, end?: number, onEnd?: () => void): BodySource {
     this.#refs++;
     let released = false;
     const release = (): void => {
@@ -334,6 +335,7 @@ export class BlobFill {
       released = true;
       this.#refs--;
       this.#maybeCloseReader();
+      onEnd?.();
     };
     return {
       pipeTo: async (sink) => {

@@ -12,7 +12,7 @@ import { paths } from '../storage/paths.ts';
 import { discard } from '../upstream/body.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
 import { BlobFill } from './blob-fill.ts';
-import { createBufferPool, positionalBody, type BodySource } from './body-source.ts';
+import { createBufferPool, positionalBody } from './body-source.ts';
 import type { CacheReply, Visibility } from './reply.ts';
 
 export interface BlobRequest {
@@ -117,36 +117,13 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
   /** Open reads of committed blobs, per key. */
   const readers = new Map<string, number>();
 
+  /** Counts a reader of `key` (eviction leaves it alone); call what it returns, once, when done. */
   function opened(key: string): () => void {
     readers.set(key, (readers.get(key) ?? 0) + 1);
     return () => {
       const n = (readers.get(key) ?? 1) - 1;
       if (n <= 0) readers.delete(key);
       else readers.set(key, n);
-    };
-  }
-
-  /** Counts a body as a reader of `key` until it has been sent or cancelled. */
-  function track(key: string, body: BodySource): BodySource {
-    const closed = opened(key);
-    let done = false;
-    const end = (): void => {
-      if (done) return;
-      done = true;
-      closed();
-    };
-    return {
-      async pipeTo(sink) {
-        try {
-          await body.pipeTo(sink);
-        } finally {
-          end();
-        }
-      },
-      cancel() {
-        body.cancel();
-        end();
-      },
     };
   }
 
@@ -291,7 +268,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
         kind: 'local',
         status: 200,
         headers,
-        body: req.method === 'HEAD' ? undefined : track(key, fill.follow(0)),
+        body: req.method === 'HEAD' ? undefined : fill.follow(0, undefined, opened(key)),
         cache: joined ? 'coalesced' : 'miss',
         visibility: fill.visibility,
       };
@@ -304,7 +281,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
       kind: 'local',
       status: p.status,
       headers: p.headers,
-      body: track(key, fill.follow(p.start, p.end)),
+      body: fill.follow(p.start, p.end, opened(key)),
       cache,
       visibility: fill.visibility,
     };

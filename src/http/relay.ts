@@ -71,13 +71,22 @@ export function responseHeaders(
 export function countBytes(ctx: RequestContext, body: Readable, raw: ServerResponse): void {
   ctx.bytes = 0;
   body.on('data', (chunk: Buffer) => {
-    ctx.bytes = (ctx.bytes ?? 0) + chunk.length;
-    if (ctx.budget !== undefined && !ctx.budget(chunk.length)) {
-      ctx.error = 'byte rate limit reached';
+    if (!chargeBytes(ctx, chunk.length)) {
       raw.destroy();
       body.destroy();
     }
   });
+}
+
+/**
+ * Adds `n` body bytes to the request's count and charges them to its byte budget; false (with the
+ * request's error set) when the budget is spent and the transfer must be cut.
+ */
+export function chargeBytes(ctx: RequestContext, n: number): boolean {
+  ctx.bytes = (ctx.bytes ?? 0) + n;
+  if (ctx.budget === undefined || ctx.budget(n)) return true;
+  ctx.error = 'byte rate limit reached';
+  return false;
 }
 
 export async function relay(

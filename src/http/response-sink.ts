@@ -8,6 +8,7 @@ import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { FastifyRequest } from 'fastify';
 import { ClientGoneError, isBodySource, type BodySource, type ByteSink } from '../cache/body-source.ts';
+import { chargeBytes } from './relay.ts';
 import type { RequestContext } from './server.ts';
 
 export interface ResponseSink extends ByteSink {
@@ -57,9 +58,7 @@ export function responseSink(raw: ServerResponse, ctx: RequestContext): Response
         release?.();
         return false;
       }
-      ctx.bytes = (ctx.bytes ?? 0) + buf.length;
-      if (ctx.budget !== undefined && !ctx.budget(buf.length)) {
-        ctx.error = 'byte rate limit reached';
+      if (!chargeBytes(ctx, buf.length)) {
         closed = true;
         release?.();
         raw.destroy();
