@@ -9,19 +9,9 @@ import type { Logger } from '../observability/logger.ts';
 import { isValidName, isValidTag } from '../registry/reference.ts';
 import { withLibraryPrefix } from '../routing/library-prefix.ts';
 import { createFilesystemDriver } from '../storage/filesystem/filesystem-driver.ts';
+import { formatSize } from '../config/units.ts';
 
 type Out = (s: string) => void;
-
-function humanSize(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? String(v) : v.toFixed(1)} ${units[i] ?? 'B'}`;
-}
 
 function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length))) ?? [];
@@ -51,13 +41,13 @@ export async function cacheLs(config: Config, out: Out): Promise<void> {
       t.name,
       t.tag,
       t.record.digest.slice(0, 19),
-      humanSize(imageSize(index, t.record.digest)),
+      formatSize(imageSize(index, t.record.digest)),
       last.toISOString(),
     ]);
   }
   out(table(rows));
   out(
-    `${index.tags.length} tags, ${index.manifests.size} manifests, ${index.blobs.size} blobs, ${humanSize(index.totalSize)} of ${humanSize(config.cache.max_size)}\n`,
+    `${index.tags.length} tags, ${index.manifests.size} manifests, ${index.blobs.size} blobs, ${formatSize(index.totalSize)} of ${formatSize(config.cache.max_size)}\n`,
   );
 }
 
@@ -69,7 +59,7 @@ export async function cacheGc(config: Config, log: Logger, out: Out): Promise<vo
     log,
   });
   out(
-    `${humanSize(r.before)} -> ${humanSize(r.after)}: removed ${r.removed} objects (max_size ${humanSize(config.cache.max_size)})\n`,
+    `${formatSize(r.before)} -> ${formatSize(r.after)}: removed ${r.removed} objects (max_size ${formatSize(config.cache.max_size)})\n`,
   );
 }
 
@@ -140,6 +130,6 @@ export async function cacheRm(config: Config, ref: string, out: Out): Promise<nu
     await storage.delete(obj.key);
     bytes += obj.size;
   }
-  out(`removed ${gone.length} tag(s) of ${name}, ${drop.length} objects, ${humanSize(bytes)}\n`);
+  out(`removed ${gone.length} tag(s) of ${name}, ${drop.length} objects, ${formatSize(bytes)}\n`);
   return 0;
 }

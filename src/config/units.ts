@@ -35,3 +35,15 @@ export function parseSize(v: string | number): number | undefined {
   const unit = sizeUnits[(m[2] ?? '').toLowerCase() || 'b'];
   return unit === undefined ? undefined : Math.floor(Number(m[1]) * unit);
 }
+
+/** A size for people: bytes, or one decimal of KiB/MiB/GiB/TiB (what `cache ls` prints). */
+export function formatSize(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? String(v) : v.toFixed(1)} ${units[i] ?? 'B'}`;
+}

@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 
+import { formatSize } from '../../src/config/units.ts';
 import { need } from '../helpers/client-steps.ts';
 import { runCommand, type CmdResult } from '../helpers/clients/common.ts';
 import { startDocxy, type TestDocxy } from '../helpers/docxy.ts';
@@ -153,18 +154,6 @@ function sizeOf(desc: ImageDescriptor): number {
     if (!sizes.has(d)) sizes.set(d, statSync(objectFile('blobs', d)).size);
   }
   return [...sizes.values()].reduce((a, b) => a + b, 0);
-}
-
-/** The size as `cache ls` prints it: bytes, or one decimal of KiB/MiB/GiB/TiB. */
-function human(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? String(v) : v.toFixed(1)} ${units[i] ?? 'B'}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,7 +294,7 @@ describe('docxy cache', () => {
       repository: desc.repo,
       tag: desc.tag,
       digest: desc.digest.slice(0, 19),
-      size: human(sizeOf(desc)),
+      size: formatSize(sizeOf(desc)),
     }));
     const key = (x: { repository: string; tag: string }): string => `${x.repository}:${x.tag}`;
     assert.deepEqual(

@@ -243,12 +243,13 @@ describe('the plain HTTP listener beside HTTPS', () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('HTTPS details', () => {
-  it('negotiates HTTP/2 with curl --http2', async (t) => {
-    const cert = await theCa().issue({ name: 'h2' });
+  /** `curl <flag>` against /health: the HTTP version it spoke and the status, e.g. `2 200`. */
+  async function curlHealth(t: TestContext, name: string, flag: string): Promise<string> {
+    const cert = await theCa().issue({ name });
     const { docxy } = await startTlsDocxy(t, cert);
     const res = await runCommand('curl', [
       '-sS',
-      '--http2',
+      flag,
       '--cacert',
       theCa().certFile,
       '-o',
@@ -258,25 +259,15 @@ describe('HTTPS details', () => {
       `https://127.0.0.1:${docxy.port}/health`,
     ]);
     assert.equal(res.code, 0, res.stderr);
-    assert.equal(res.stdout, '2 200');
+    return res.stdout;
+  }
+
+  it('negotiates HTTP/2 with curl --http2', async (t) => {
+    assert.equal(await curlHealth(t, 'h2', '--http2'), '2 200');
   });
 
   it('still speaks HTTP/1.1 to a client that offers only that', async (t) => {
-    const cert = await theCa().issue({ name: 'h1' });
-    const { docxy } = await startTlsDocxy(t, cert);
-    const res = await runCommand('curl', [
-      '-sS',
-      '--http1.1',
-      '--cacert',
-      theCa().certFile,
-      '-o',
-      '/dev/null',
-      '-w',
-      '%{http_version} %{http_code}',
-      `https://127.0.0.1:${docxy.port}/health`,
-    ]);
-    assert.equal(res.code, 0, res.stderr);
-    assert.equal(res.stdout, '1.1 200');
+    assert.equal(await curlHealth(t, 'h1', '--http1.1'), '1.1 200');
   });
 
   it('refuses to start when the key does not match the certificate, naming both files', async () => {
