@@ -144,7 +144,8 @@ async function makeSigningCert(dir: string): Promise<{ keyPath: string; certPath
   return { keyPath, certPath };
 }
 
-function sendJson(
+/** Answers with `body` as JSON (Content-Length set), plus `headers`. */
+export function sendJson(
   res: ServerResponse,
   status: number,
   body: unknown,

@@ -25,6 +25,7 @@ import { startFakeHub, type FakeHub } from '../helpers/fake-hub.ts';
 import { httpGet, type TestResponse } from '../helpers/http.ts';
 import { ACCEPT_ALL_MANIFESTS, TINY, basicAuthorization, seedImages, sha256 } from '../helpers/images.ts';
 import { assertOciError, bearerParams, need, startCanary, type Canary } from '../helpers/security.ts';
+import { sendJson } from '../helpers/token-server.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Forged Host headers
@@ -174,13 +175,7 @@ async function startHostileUpstream(): Promise<HostileUpstream> {
     const url = req.url ?? '';
     state.seen.push(`${req.method ?? ''} ${url}`);
     const json = (status: number, body: unknown, headers: Record<string, string> = {}): void => {
-      const text = JSON.stringify(body);
-      res.writeHead(status, {
-        'content-type': 'application/json',
-        'content-length': Buffer.byteLength(text),
-        ...headers,
-      });
-      res.end(text);
+      sendJson(res, status, body, headers);
     };
     if (url.startsWith('/token')) {
       // A token service that is not one: 200 with a body that is no JSON.
