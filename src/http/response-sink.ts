@@ -81,7 +81,6 @@ export function responseSink(raw: ServerResponse, ctx: RequestContext): Response
       return ok;
     },
     writeAll(bufs) {
-      if (bufs.length === 1 && bufs[0] !== undefined) return this.write(bufs[0]);
       // Corked, the writes leave as one writev when uncorked (HTTP/1.1; HTTP/2 frames them anyway).
       raw.cork();
       let ok = true;
