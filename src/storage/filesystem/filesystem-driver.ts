@@ -26,9 +26,9 @@ import type { ListEntry, ObjectInfo, ObjectWriter, PartialReader, StorageDriver 
 /** Reads of one chunk; large enough for throughput, small enough to keep memory flat. */
 const readChunk = 1024 * 1024;
 /**
- * Partial reads serve the followers of a fill, often many at once (50 clients of one cold blob):
- * measured with 50 clients of a 64 MiB blob, 1 MiB chunks peaked at 380-400 MiB RSS, 256 KiB ones
- * at 225-265 MiB, in the same wall time (one client: within run-to-run noise).
+ * Chunks of a partial reader's stream (`read()`), which may run many at once on one in-flight
+ * object; smaller than whole-object reads to keep that flat. (Docxy's own followers read with
+ * `readInto` into pooled buffers instead.)
  */
 const partialReadChunk = 256 * 1024;
 /** A key is touched at most this often, so hot manifests do not cost a syscall per request. */
