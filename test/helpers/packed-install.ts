@@ -14,6 +14,7 @@ import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 
 import { runCommand, type CmdResult } from './clients/common.ts';
+import { jsonLogLines } from './docxy-process.ts';
 import { freePort, startProcess, waitForPort, type Managed } from './process.ts';
 import { makeTmpDir } from './tmp.ts';
 
@@ -171,12 +172,7 @@ export async function packAndInstall(): Promise<PackedInstall> {
           url: `http://127.0.0.1:${port}`,
           hostPort: `127.0.0.1:${port}`,
           log: () => proc.log(),
-          logs: () =>
-            proc
-              .log()
-              .split('\n')
-              .filter((l) => l.startsWith('{'))
-              .map((l) => JSON.parse(l) as Record<string, unknown>),
+          logs: () => jsonLogLines(proc.log()),
           stop: () => proc.stop(),
         };
       },

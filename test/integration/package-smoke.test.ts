@@ -57,8 +57,10 @@ before(async () => {
     `# packed ${install.files.length} files, tarball ${install.tarballBytes} bytes; ` +
       `pack ${install.packMs} ms, install --omit=dev ${install.installMs} ms (total ${Date.now() - t0} ms)`,
   );
+  const t1 = Date.now();
   [hub, ca] = await Promise.all([startFakeHub(), createTestCa()]);
   await seedImages(hub, ['tiny', 'app']);
+  console.log(`# fake hub, test CA and seeded images in ${Date.now() - t1} ms`);
 });
 
 after(async () => {
