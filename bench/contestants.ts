@@ -180,7 +180,8 @@ export function direct(hub: FakeHub): Contestant {
   };
 }
 
-export async function startDocxy(hub: FakeHub): Promise<Contestant> {
+/** Docxy as a contestant; `extra` adds or replaces top-level keys of its configuration (the soak sets memory and cache limits). */
+export async function startDocxy(hub: FakeHub, extra: Partial<ConfigInput> = {}): Promise<Contestant> {
   const dir = makeTmpDir('bench-docxy');
   try {
     const port = await freePort();
@@ -192,6 +193,7 @@ export async function startDocxy(hub: FakeHub): Promise<Contestant> {
       data,
       upstream: { url: hub.registryUrl },
       cache: { enabled: true },
+      ...extra,
     } satisfies ConfigInput;
     const text = stringify(config);
     const file = join(dir.path, 'docxy.yaml');

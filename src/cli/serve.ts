@@ -5,6 +5,7 @@
  */
 import { createApp } from '../app.ts';
 import { loadConfig, type Flags } from '../config/load.ts';
+import { startHeapGovernor } from '../heap-governor.ts';
 import { createLogger } from '../observability/logger.ts';
 
 export async function serve(flags: Flags): Promise<void> {
@@ -12,6 +13,10 @@ export async function serve(flags: Flags): Promise<void> {
   const log = createLogger(config.log_level);
   const app = createApp(config, log);
   await app.listen();
+  const governor =
+    config.memory.heap_target > 0
+      ? startHeapGovernor({ targetBytes: config.memory.heap_target, log: log.child({ module: 'memory' }) })
+      : undefined;
   process.on('SIGHUP', () => {
     log.info('SIGHUP: reloading TLS certificate');
     app.reloadTls();
@@ -29,6 +34,7 @@ export async function serve(flags: Flags): Promise<void> {
       process.exit(0);
     }, config.shutdown_timeout);
     bound.unref();
+    governor?.stop();
     app.close().then(
       () => {
         log.info('stopped');

@@ -317,6 +317,17 @@ export const configSchema = z
       .optional()
       .describe('the URL clients reach Docxy at; every URL Docxy emits (token realm) is built from it'),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    memory: z
+      .object({
+        heap_target: size
+          .default(96 * 1024 ** 2)
+          .describe(
+            'soft cap of the JavaScript heap: past it a full garbage collection runs (at most once a second); 0 = leave it to V8',
+          ),
+      })
+      .strict()
+      .default({ heap_target: 96 * 1024 ** 2 })
+      .describe('process memory'),
     data: z.string().min(1).default('./data').describe('the data directory: the filesystem cache lives here'),
     default_upstream: z
       .string()
