@@ -8,6 +8,7 @@ import { createAccessProofs } from './auth/access-proofs.ts';
 import { createUserStore } from './auth/htpasswd.ts';
 import { createPolicy } from './auth/policy.ts';
 import { createRateLimiter } from './auth/rate-limit.ts';
+import { createStandInTokens } from './auth/stand-in-tokens.ts';
 import { createTokenService, loadOrCreateKey } from './auth/token-service.ts';
 import type { FastifyInstance } from 'fastify';
 import type { BlobFill } from './cache/blob-fill.ts';
@@ -278,7 +279,8 @@ export function createApp(config: Config, log: Logger): App {
   });
 
   registerHealthRoute(server);
-  registerTokenRoute(server, { router, access, staleTokens: storage !== undefined });
+  const standIns = createStandInTokens();
+  registerTokenRoute(server, { router, access, staleTokens: storage !== undefined, standIns });
   registerV2Routes(server, {
     router,
     publicUrl: publicUrlOf,
@@ -287,6 +289,7 @@ export function createApp(config: Config, log: Logger): App {
     limiter,
     proofs: createAccessProofs(),
     links: storage === undefined ? undefined : createRepositoryLinks(storage),
+    standIns,
   });
 
   return {
