@@ -37,6 +37,7 @@ import type { Logger } from './observability/logger.ts';
 import { createRouter } from './routing/router.ts';
 import type { StorageDriver } from './storage/driver.ts';
 import { createFilesystemDriver } from './storage/filesystem/filesystem-driver.ts';
+import { createAddressGuard, type Resolve } from './upstream/address-guard.ts';
 import { createDispatcher } from './upstream/dispatcher.ts';
 import { realmTrusted } from './upstream/realm-trust.ts';
 import {
@@ -102,14 +103,20 @@ function createUpstream(
   storage: StorageDriver | undefined,
   config: Config,
   log: Logger,
+  overrides: AppOverrides,
 ): UpstreamRuntime {
+  const guard = createAddressGuard({
+    configured: [u.url, ...u.mirrors],
+    allowPrivate: config.limits.allow_private_redirects,
+    resolve: overrides.resolve,
+  });
   const client = createRegistryClient({
     baseUrl: u.url,
     mirrors: u.mirrors,
-    dispatcher: createDispatcher(u),
+    dispatcher: createDispatcher(u, process.env, guard.lookup),
     timeouts: u.timeouts,
     observe: rateLimitObserver(u.name, log),
-    allowPrivateRedirects: config.limits.allow_private_redirects,
+    guard,
   });
   const realms = createTokenRealmCache(client);
   const auth = createUpstreamAuth({
@@ -156,7 +163,13 @@ function createUpstream(
   };
 }
 
-export function createApp(config: Config, log: Logger): App {
+/** What tests may replace; production passes nothing. */
+export interface AppOverrides {
+  /** The DNS resolver of upstream connections and their address guard (DNS rebinding tests). */
+  readonly resolve?: Resolve;
+}
+
+export function createApp(config: Config, log: Logger, overrides: AppOverrides = {}): App {
   // Certificates from files are checked before anything starts: a bad one fails the start.
   const tlsFiles =
     config.tls?.cert !== undefined && config.tls.key !== undefined
@@ -212,7 +225,7 @@ export function createApp(config: Config, log: Logger): App {
     ? createFilesystemDriver(config.data)
     : undefined;
   const upstreams = config.upstreams.map((u) =>
-    createUpstream(u, u.name === config.defaultUpstream, storage, config, log),
+    createUpstream(u, u.name === config.defaultUpstream, storage, config, log, overrides),
   );
   const router = createRouter(upstreams, config.defaultUpstream);
   let publicUrl = config.public_url;
