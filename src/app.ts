@@ -1,7 +1,7 @@
 /**
  * The composition root: the only place that calls the factories and wires their dependencies.
  */
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { createAccessController } from './auth/access-controller.ts';
 import { createAccessProofs } from './auth/access-proofs.ts';
@@ -24,6 +24,7 @@ import { createTagPolicy } from './cache/tag-policy.ts';
 import type { Config } from './config/load.ts';
 import type { ResolvedUpstream } from './config/upstreams.ts';
 import { createFlights } from './coordination/single-flight.ts';
+import { createProxyTrust, registerConnectionCaps } from './http/connection-caps.ts';
 import { registerHealthRoute } from './http/routes/health.ts';
 import { registerTokenRoute } from './http/routes/token.ts';
 import { registerV2Routes } from './http/routes/v2.ts';
@@ -261,15 +262,11 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
   };
 
   const limiter = createRateLimiter(config.rate_limit);
-  server.server.on('connection', (socket: Socket) => {
-    const ip = socket.remoteAddress ?? '';
-    if (!limiter.opened(ip)) {
-      log.warn({ audit: true, event: 'connection_refused', ip, reason: 'too many connections' }, 'audit');
-      socket.destroy();
-    }
-    socket.once('close', () => {
-      limiter.closed(ip);
-    });
+  registerConnectionCaps(server, {
+    limiter,
+    trusted: createProxyTrust(config.trust_proxy),
+    capped: config.rate_limit.per_ip.connections !== undefined,
+    log,
   });
   const authenticated = !config.auth.anonymous;
   const tokens = authenticated
