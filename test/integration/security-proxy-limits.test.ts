@@ -14,8 +14,7 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
@@ -24,6 +23,7 @@ import { need } from '../helpers/client-steps.ts';
 import { startDocxy, type TestDocxy } from '../helpers/docxy.ts';
 import { freePort, startProcess, waitFor, waitForPort, type Managed } from '../helpers/process.ts';
 import { createTestCa, type TestCa } from '../helpers/test-ca.ts';
+import { startStubServer } from '../helpers/security.ts';
 import { makeTmpDir } from '../helpers/tmp.ts';
 
 type TmpDir = ReturnType<typeof makeTmpDir>;
@@ -40,9 +40,8 @@ interface Stand {
 
 /** `/v2/` -> 200 `{}` at once; `/v2/hang/…` -> never answered until stop. */
 async function startStandIn(): Promise<Stand> {
-  const sockets = new Set<Socket>();
   const held = new Set<ServerResponse>();
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const server = await startStubServer((req: IncomingMessage, res: ServerResponse) => {
     if ((req.url ?? '').startsWith('/v2/hang/')) {
       held.add(res);
       res.once('close', () => held.delete(res));
@@ -51,22 +50,7 @@ async function startStandIn(): Promise<Stand> {
     res.writeHead(req.url === '/v2/' ? 200 : 404, { 'content-type': 'application/json' });
     res.end('{}');
   });
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.once('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    held: () => held.size,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => {
-          resolve();
-        });
-      }),
-  };
+  return { ...server, held: () => held.size };
 }
 
 interface Nginx {

@@ -12,23 +12,21 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import type { LookupAddress } from 'node:dns';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 
 import { startDocxy, type TestDocxy } from '../helpers/docxy.ts';
 import { httpGet } from '../helpers/http.ts';
-import { assertOciError, need, startCanary, type Canary } from '../helpers/security.ts';
+import { assertOciError, need, startCanary, startStubServer, type Canary } from '../helpers/security.ts';
 
 const BODY = Buffer.from('bytes a private service would hand out');
 const DIGEST = `sha256:${createHash('sha256').update(BODY).digest('hex')}`;
 
 /** A registry stand-in whose blob GETs redirect to `http://<host>:<port>/blob`. */
-async function startRedirectingUpstream(
+function startRedirectingUpstream(
   target: (host: string) => string,
 ): Promise<{ url: string; stop: () => Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  return startStubServer((req: IncomingMessage, res: ServerResponse) => {
     const m = /^\/v2\/rebind\/([a-z0-9.-]+)\/blobs\//.exec(req.url ?? '');
     if (m?.[1] !== undefined) {
       res.writeHead(307, { location: target(m[1]), 'content-length': 0 });
@@ -38,21 +36,6 @@ async function startRedirectingUpstream(
     res.writeHead(req.url === '/v2/' ? 200 : 404, { 'content-type': 'application/json' });
     res.end('{}');
   });
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.once('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => {
-          resolve();
-        });
-      }),
-  };
 }
 
 const v4 = (address: string): LookupAddress[] => [{ address, family: 4 }];
