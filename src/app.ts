@@ -1,13 +1,14 @@
 /**
  * The composition root: the only place that calls the factories and wires their dependencies.
  */
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { createAccessController } from './auth/access-controller.ts';
 import { createAccessProofs } from './auth/access-proofs.ts';
 import { createUserStore } from './auth/htpasswd.ts';
 import { createPolicy } from './auth/policy.ts';
 import { createRateLimiter } from './auth/rate-limit.ts';
+import { createStandInTokens } from './auth/stand-in-tokens.ts';
 import { createTokenService, loadOrCreateKey } from './auth/token-service.ts';
 import type { FastifyInstance } from 'fastify';
 import type { BlobFill } from './cache/blob-fill.ts';
@@ -23,6 +24,7 @@ import { createTagPolicy } from './cache/tag-policy.ts';
 import type { Config } from './config/load.ts';
 import type { ResolvedUpstream } from './config/upstreams.ts';
 import { createFlights } from './coordination/single-flight.ts';
+import { createProxyTrust, registerConnectionCaps } from './http/connection-caps.ts';
 import { registerHealthRoute } from './http/routes/health.ts';
 import { registerTokenRoute } from './http/routes/token.ts';
 import { registerV2Routes } from './http/routes/v2.ts';
@@ -36,6 +38,7 @@ import type { Logger } from './observability/logger.ts';
 import { createRouter } from './routing/router.ts';
 import type { StorageDriver } from './storage/driver.ts';
 import { createFilesystemDriver } from './storage/filesystem/filesystem-driver.ts';
+import { createAddressGuard, type Resolve } from './upstream/address-guard.ts';
 import { createDispatcher } from './upstream/dispatcher.ts';
 import { realmTrusted } from './upstream/realm-trust.ts';
 import {
@@ -101,14 +104,20 @@ function createUpstream(
   storage: StorageDriver | undefined,
   config: Config,
   log: Logger,
+  overrides: AppOverrides,
 ): UpstreamRuntime {
+  const guard = createAddressGuard({
+    configured: [u.url, ...u.mirrors],
+    allowPrivate: config.limits.allow_private_redirects,
+    resolve: overrides.resolve,
+  });
   const client = createRegistryClient({
     baseUrl: u.url,
     mirrors: u.mirrors,
-    dispatcher: createDispatcher(u),
+    dispatcher: createDispatcher(u, process.env, guard.lookup),
     timeouts: u.timeouts,
     observe: rateLimitObserver(u.name, log),
-    allowPrivateRedirects: config.limits.allow_private_redirects,
+    guard,
   });
   const realms = createTokenRealmCache(client);
   const auth = createUpstreamAuth({
@@ -155,7 +164,13 @@ function createUpstream(
   };
 }
 
-export function createApp(config: Config, log: Logger): App {
+/** What tests may replace; production passes nothing. */
+export interface AppOverrides {
+  /** The DNS resolver of upstream connections and their address guard (DNS rebinding tests). */
+  readonly resolve?: Resolve;
+}
+
+export function createApp(config: Config, log: Logger, overrides: AppOverrides = {}): App {
   // Certificates from files are checked before anything starts: a bad one fails the start.
   const tlsFiles =
     config.tls?.cert !== undefined && config.tls.key !== undefined
@@ -211,7 +226,7 @@ export function createApp(config: Config, log: Logger): App {
     ? createFilesystemDriver(config.data)
     : undefined;
   const upstreams = config.upstreams.map((u) =>
-    createUpstream(u, u.name === config.defaultUpstream, storage, config, log),
+    createUpstream(u, u.name === config.defaultUpstream, storage, config, log, overrides),
   );
   const router = createRouter(upstreams, config.defaultUpstream);
   let publicUrl = config.public_url;
@@ -247,15 +262,11 @@ export function createApp(config: Config, log: Logger): App {
   };
 
   const limiter = createRateLimiter(config.rate_limit);
-  server.server.on('connection', (socket: Socket) => {
-    const ip = socket.remoteAddress ?? '';
-    if (!limiter.opened(ip)) {
-      log.warn({ audit: true, event: 'connection_refused', ip, reason: 'too many connections' }, 'audit');
-      socket.destroy();
-    }
-    socket.once('close', () => {
-      limiter.closed(ip);
-    });
+  registerConnectionCaps(server, {
+    limiter,
+    trusted: createProxyTrust(config.trust_proxy),
+    capped: config.rate_limit.per_ip.connections !== undefined,
+    log,
   });
   const authenticated = !config.auth.anonymous;
   const tokens = authenticated
@@ -278,7 +289,8 @@ export function createApp(config: Config, log: Logger): App {
   });
 
   registerHealthRoute(server);
-  registerTokenRoute(server, { router, access, staleTokens: storage !== undefined });
+  const standIns = createStandInTokens();
+  registerTokenRoute(server, { router, access, staleTokens: storage !== undefined, standIns });
   registerV2Routes(server, {
     router,
     publicUrl: publicUrlOf,
@@ -287,6 +299,7 @@ export function createApp(config: Config, log: Logger): App {
     limiter,
     proofs: createAccessProofs(),
     links: storage === undefined ? undefined : createRepositoryLinks(storage),
+    standIns,
   });
 
   return {

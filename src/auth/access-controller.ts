@@ -7,14 +7,16 @@
  * Authenticated mirror (`auth.anonymous: false`): `/auth/token` checks Basic credentials against
  * htpasswd and config users (failed logins slowed down and audited) and issues Docxy's own token
  * with the access the policy grants; `/v2/*` requires such a token whose `access` covers the
- * request: otherwise 401 with a challenge naming the needed scope, or 403 DENIED when the
- * principal is known but not allowed.
+ * request: otherwise 401 with a challenge naming the needed scope (also for an anonymous token on
+ * a repository only a login opens), or 403 DENIED when the principal is a known user who is not
+ * allowed.
  */
 import type { FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { RegistryError } from '../registry/errors.ts';
 import { withLibraryPrefix } from '../routing/library-prefix.ts';
 import type { UpstreamRuntime } from '../upstream/runtime.ts';
+import { basicCredentials, nonEmpty } from './basic-credentials.ts';
 import type { UserStore } from './htpasswd.ts';
 import type { Policy, Principal } from './policy.ts';
 import type { RateLimiter } from './rate-limit.ts';
@@ -57,13 +59,6 @@ export function remoteNameFor(up: UpstreamRuntime, clientName: string): string {
   return withLibraryPrefix(prefixed, up.config.libraryPrefix);
 }
 
-function basicCredentials(header: string | undefined): { user: string; password: string } | undefined {
-  if (header?.toLowerCase().startsWith('basic ') !== true) return undefined;
-  const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
-  const i = decoded.indexOf(':');
-  return i < 0 ? undefined : { user: decoded.slice(0, i), password: decoded.slice(i + 1) };
-}
-
 export function createAccessController(deps: AccessControllerDeps): AccessController {
   const { log } = deps;
 
@@ -98,6 +93,20 @@ export function createAccessController(deps: AccessControllerDeps): AccessContro
     return new RegistryError('DENIED', {
       message: `access to ${repository} is denied`,
       detail: { repository },
+    });
+  }
+
+  function loginRequired(
+    request: FastifyRequest,
+    up: UpstreamRuntime,
+    clientName: string,
+    repository: string,
+  ): RegistryError {
+    audit(request, 'denied', { upstream: up.name, repository, reason: 'anonymous (login required)' });
+    return new RegistryError('UNAUTHORIZED', {
+      message: `authentication required to pull ${clientName}`,
+      detail: { repository },
+      headers: challenge(up, clientName),
     });
   }
 
@@ -152,7 +161,15 @@ export function createAccessController(deps: AccessControllerDeps): AccessContro
       const covered = verified.access.some(
         (a) => a.type === 'repository' && a.name === clientName && a.actions.includes('pull'),
       );
-      if (!deps.policy.allows(principal, up.name, remote)) throw deny(request, principal, up, remote);
+      if (!deps.policy.allows(principal, up.name, remote)) {
+        // Anonymous: a login could grant it, so the answer is 401 UNAUTHORIZED with the challenge
+        // for the repository, and real clients say so ("unauthorized: authentication required").
+        // No `error="insufficient_scope"`: dockerd and containers/image (skopeo, podman) turn that
+        // parameter into "denied: requested access to the resource is denied", the very message
+        // a missing login must not produce. 403 DENIED is for a known user whom no login helps.
+        if (principal.kind === 'anonymous') throw loginRequired(request, up, clientName, remote);
+        throw deny(request, principal, up, remote);
+      }
       if (!covered)
         throw new RegistryError('UNAUTHORIZED', {
           message: 'token does not cover this repository',
@@ -169,7 +186,7 @@ export function createAccessController(deps: AccessControllerDeps): AccessContro
       const creds =
         basicCredentials(request.headers.authorization) ??
         (form?.get('grant_type') === 'password'
-          ? { user: form.get('username') ?? '', password: form.get('password') ?? '' }
+          ? nonEmpty({ user: form.get('username') ?? '', password: form.get('password') ?? '' })
           : undefined);
       const wait = deps.limiter.loginDelay(request.ip, creds?.user);
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));

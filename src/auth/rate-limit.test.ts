@@ -40,7 +40,30 @@ test('connections per address are capped; failed logins add growing delays', () 
   assert.ok(rl.opened('a'));
   assert.equal(rl.loginDelay('a', 'bob'), 0);
   rl.loginFailed('a', 'bob');
+  rl.loginFailed('a', 'bob');
   rl.loginFailed('b', 'bob');
-  assert.equal(rl.loginDelay('c', 'bob'), 200);
-  assert.equal(rl.loginDelay('a', undefined), 100);
+  assert.equal(rl.loginDelay('a', 'bob'), 200);
+  assert.equal(rl.loginDelay('a', undefined), 200);
+  assert.equal(rl.loginDelay('b', 'bob'), 100);
+});
+
+test("failed logins slow the attacking address, never the user's logins from elsewhere", () => {
+  const rl = createRateLimiter({ per_ip: {}, per_user: {}, failed_login_delay: 100 });
+  for (let i = 0; i < 5; i++) rl.loginFailed('6.6.6.6', 'alice');
+  assert.equal(rl.loginDelay('6.6.6.6', 'alice'), 500);
+  assert.equal(rl.loginDelay('6.6.6.6', 'bob'), 500, 'the address itself is slowed for every user');
+  assert.equal(rl.loginDelay('10.0.0.7', 'alice'), 0, 'alice from her own address is not');
+});
+
+test('the failure table is bounded: the least recently failing entries are forgotten first', () => {
+  const rl = createRateLimiter({ per_ip: {}, per_user: {}, failed_login_delay: 100 }, Date.now, 4);
+  rl.loginFailed('a', undefined);
+  rl.loginFailed('b', undefined);
+  rl.loginFailed('c', undefined);
+  rl.loginFailed('d', undefined);
+  rl.loginFailed('a', undefined); // a is now the most recent
+  rl.loginFailed('e', undefined); // evicts b
+  assert.equal(rl.loginDelay('b', undefined), 0);
+  assert.equal(rl.loginDelay('a', undefined), 200);
+  assert.equal(rl.loginDelay('e', undefined), 100);
 });

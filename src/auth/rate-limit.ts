@@ -1,7 +1,12 @@
 /**
  * Rate limits, off unless configured: requests per minute and bytes per hour per client address and
  * per user (fixed windows), concurrent connections per address, and a growing delay for failed
- * logins per address and per user. Over a limit -> 429 TOOMANYREQUESTS with Retry-After.
+ * logins per address and per (user, address). Over a limit -> 429 TOOMANYREQUESTS with Retry-After.
+ *
+ * The login delay is never keyed by the user alone: then anyone could fail logins as `alice` and
+ * slow alice's own logins, from everywhere, for ten minutes. An attacker slows only the addresses
+ * it attacks from. The failure table is bounded (least recently failing entries go first), so a
+ * flood of addresses or user names cannot grow it without limit.
  */
 import { RegistryError } from '../registry/errors.ts';
 
@@ -24,6 +29,9 @@ export interface RateLimiter {
   loginFailed(ip: string, user: string | undefined): void;
 }
 
+/** The failure key of a user at an address (a user name may contain anything but a newline). */
+const userAt = (user: string, ip: string): string => `user:${ip}\n${user}`;
+
 interface Window {
   start: number;
   used: number;
@@ -32,8 +40,14 @@ interface Window {
 const minute = 60_000;
 const hour = 3_600_000;
 const failureMemoryMs = 10 * minute;
+/** Failure entries kept at most (about 100 bytes each). */
+const defaultMaxFailures = 10_000;
 
-export function createRateLimiter(cfg: RateLimitConfig, now: () => number = Date.now): RateLimiter {
+export function createRateLimiter(
+  cfg: RateLimitConfig,
+  now: () => number = Date.now,
+  maxFailures = defaultMaxFailures,
+): RateLimiter {
   const windows = new Map<string, Window>();
   const connections = new Map<string, number>();
   const failures = new Map<string, { count: number; last: number }>();
@@ -110,17 +124,24 @@ export function createRateLimiter(cfg: RateLimitConfig, now: () => number = Date
         const f = failures.get(k);
         return f !== undefined && t - f.last < failureMemoryMs ? f.count : 0;
       };
-      const n = Math.max(count(`ip:${ip}`), user === undefined ? 0 : count(`user:${user}`));
+      const n = Math.max(count(`ip:${ip}`), user === undefined ? 0 : count(userAt(user, ip)));
       return Math.min(n, 10) * cfg.failed_login_delay;
     },
     loginFailed(ip, user) {
       const t = now();
-      for (const k of [`ip:${ip}`, ...(user === undefined ? [] : [`user:${user}`])]) {
+      for (const k of [`ip:${ip}`, ...(user === undefined ? [] : [userAt(user, ip)])]) {
         const f = failures.get(k);
+        // Delete, then set: a Map keeps insertion order, so the first key is the least recent.
+        failures.delete(k);
         failures.set(k, {
           count: (f !== undefined && t - f.last < failureMemoryMs ? f.count : 0) + 1,
           last: t,
         });
+        while (failures.size > maxFailures) {
+          const oldest = failures.keys().next();
+          if (oldest.done === true) break;
+          failures.delete(oldest.value);
+        }
       }
     },
   };

@@ -232,7 +232,9 @@ export const rateLimitSchema = z
     per_user: limitSchema.omit({ connections: true }).default({}).describe('limits per authenticated user'),
     failed_login_delay: duration
       .default(1000)
-      .describe('added delay per recent failed login of an address or user (max 10x)'),
+      .describe(
+        'added delay per recent failed login of an address, or of a user from that address (max 10x)',
+      ),
   })
   .strict();
 

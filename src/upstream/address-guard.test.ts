@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { isSpecialAddress, resolvesToSpecial } from './address-guard.ts';
+import {
+  createAddressGuard,
+  isSpecialAddress,
+  refusedAddressCode,
+  resolvesToSpecial,
+  type AddressGuard,
+} from './address-guard.ts';
 
 test('loopback, link-local, private and mapped addresses are special; public ones are not', () => {
   for (const a of [
@@ -25,4 +31,30 @@ test('host names: localhost and IP literals without DNS', async () => {
   assert.ok(await resolvesToSpecial('[::1]'));
   assert.ok(await resolvesToSpecial('169.254.169.254'));
   assert.ok(!(await resolvesToSpecial('93.184.216.34')));
+});
+
+test('the connect lookup refuses a special address unless the host is configured or private is allowed', async () => {
+  const answers: Record<string, string> = { 'cdn.example': '127.0.0.1', 'pub.example': '93.184.216.34' };
+  const resolve = (h: string): Promise<{ address: string; family: number }[]> =>
+    Promise.resolve([{ address: answers[h] ?? '0.0.0.0', family: 4 }]);
+  const lookup = (g: AddressGuard, host: string, all: boolean): Promise<unknown> =>
+    new Promise((res, rej) => {
+      g.lookup(host, { all }, (err, address, family) => {
+        if (err) rej(err);
+        else res(all ? address : { address, family });
+      });
+    });
+  const guard = createAddressGuard({
+    configured: ['https://registry.example'],
+    allowPrivate: false,
+    resolve,
+  });
+  await assert.rejects(lookup(guard, 'cdn.example', true), { code: refusedAddressCode });
+  await assert.rejects(lookup(guard, 'cdn.example', false), { code: refusedAddressCode });
+  assert.deepEqual(await lookup(guard, 'pub.example', false), { address: '93.184.216.34', family: 4 });
+  assert.deepEqual(await lookup(guard, 'pub.example', true), [{ address: '93.184.216.34', family: 4 }]);
+  answers['registry.example'] = '10.0.0.5';
+  assert.deepEqual(await lookup(guard, 'registry.example', false), { address: '10.0.0.5', family: 4 });
+  const open = createAddressGuard({ configured: ['https://registry.example'], allowPrivate: true, resolve });
+  assert.deepEqual(await lookup(open, 'cdn.example', false), { address: '127.0.0.1', family: 4 });
 });

@@ -8,7 +8,7 @@
 import type { Readable } from 'node:stream';
 import { errors as undiciErrors, type Dispatcher } from 'undici';
 import { RegistryError } from '../registry/errors.ts';
-import { resolvesToSpecial } from './address-guard.ts';
+import { refusedAddressCode, type AddressGuard } from './address-guard.ts';
 import { discard } from './body.ts';
 
 export type Headers = Record<string, string | string[] | undefined>;
@@ -46,10 +46,10 @@ export interface RegistryClientOptions {
   /** The connection pools (TLS, egress proxy, connect timeout): see dispatcher.ts. */
   readonly dispatcher: Dispatcher;
   /**
-   * Follow redirects to loopback, link-local and private addresses. Default: only when the
-   * upstream's own host is such an address (address-guard.ts).
+   * Where redirects and absolute URLs may lead (no loopback, link-local or private addresses
+   * unless allowed); its `lookup` should also be the dispatcher's (address-guard.ts).
    */
-  readonly allowPrivateRedirects?: boolean;
+  readonly guard: AddressGuard;
   /** Sees every upstream response's headers (e.g. Docker Hub's ratelimit-remaining). */
   readonly observe?: (headers: Headers, url: URL) => void;
   /** Header and idle timeouts, applied to every request (some proxy agents ignore pool options). */
@@ -84,6 +84,9 @@ function transportError(err: unknown, url: URL): RegistryError | undefined {
     return new RegistryError('UNAVAILABLE', { status: 504, message: `upstream ${host} stalled` });
   }
   const code = (err as { code?: unknown } | null)?.code;
+  if (code === refusedAddressCode) {
+    return new RegistryError('UNAVAILABLE', { status: 502, message: (err as Error).message });
+  }
   if (typeof code === 'string' && (code.startsWith('E') || code.startsWith('UND_ERR_SOCKET'))) {
     return new RegistryError('UNAVAILABLE', {
       status: 502,
@@ -97,12 +100,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
   const baseUrl = opts.baseUrl.replace(/\/+$/, '');
   const maxRedirects = opts.maxRedirects ?? 5;
   const agent = opts.dispatcher;
-  let allowPrivate: Promise<boolean> | undefined;
-  const privateRedirectsAllowed = (): Promise<boolean> =>
-    (allowPrivate ??=
-      opts.allowPrivateRedirects !== undefined
-        ? Promise.resolve(opts.allowPrivateRedirects)
-        : resolvesToSpecial(new URL(baseUrl).hostname));
+  const { guard } = opts;
   const bases = [baseUrl, ...(opts.mirrors ?? []).map((m) => m.replace(/\/+$/, ''))];
 
   async function once(
@@ -132,11 +130,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
       let url = new URL(/^https?:\/\//.test(req.url) ? req.url : `${base}${req.url}`);
       // An absolute URL elsewhere (a token realm named by the upstream's challenge) gets the same
       // guard as a redirect: an upstream must not make Docxy fetch from its private network.
-      if (
-        url.origin !== new URL(base).origin &&
-        !(await privateRedirectsAllowed()) &&
-        (await resolvesToSpecial(url.hostname))
-      ) {
+      if (url.origin !== new URL(base).origin && (await guard.refuses(url.hostname))) {
         throw new RegistryError('UNAVAILABLE', {
           status: 502,
           message: `upstream named a private or loopback address (${url.hostname}); refused`,
@@ -165,7 +159,7 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
             message: 'upstream redirected to a non-HTTP URL',
           });
         }
-        if (!(await privateRedirectsAllowed()) && (await resolvesToSpecial(next.hostname))) {
+        if (await guard.refuses(next.hostname)) {
           throw new RegistryError('UNAVAILABLE', {
             status: 502,
             message: `upstream redirected to a private or loopback address (${next.hostname}); refused`,

@@ -4,7 +4,7 @@
  * server; tests must therefore drive those clients asynchronously.
  */
 import { Writable } from 'node:stream';
-import { createApp, type App } from '../../src/app.ts';
+import { createApp, type App, type AppOverrides } from '../../src/app.ts';
 import { deepMerge, validateConfig } from '../../src/config/load.ts';
 import type { ConfigInput } from '../../src/config/schema.ts';
 import { createLogger } from '../../src/observability/logger.ts';
@@ -44,7 +44,7 @@ export function describeRequest(l: Record<string, unknown>): string {
   return `${String(l.method)} ${String(l.path)} -> ${String(l.upstream)} ${String(l.status)} cache=${String(l.cache)} (${String(l.bytes)} B)`;
 }
 
-export async function startDocxy(config: ConfigInput): Promise<TestDocxy> {
+export async function startDocxy(config: ConfigInput, overrides: AppOverrides = {}): Promise<TestDocxy> {
   const lines: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -60,7 +60,7 @@ export async function startDocxy(config: ConfigInput): Promise<TestDocxy> {
   let publicUrl;
   try {
     cfg = validateConfig(deepMerge(base, config), 'test');
-    app = createApp(cfg, createLogger(cfg.log_level, sink));
+    app = createApp(cfg, createLogger(cfg.log_level, sink), overrides);
     publicUrl = await app.listen();
   } catch (err) {
     // A Docxy that did not start must not leave its cache directory behind.

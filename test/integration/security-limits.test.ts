@@ -15,6 +15,7 @@ import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
+import { Agent, request } from 'undici';
 
 import type { ConfigInput } from '../../src/config/schema.ts';
 import { streamGet } from '../helpers/cache-probe.ts';
@@ -254,6 +255,47 @@ describe('rate limits', () => {
     assert.ok(second.ms >= 200, `the 2nd waits 200 ms (${Math.round(second.ms)} ms)`);
     assert.ok(third.ms >= 400, `the 3rd waits 2 x 200 ms (${Math.round(third.ms)} ms)`);
     assert.equal(right.status, 200, 'the right password still works');
+  });
+
+  it("failed_login_delay is per (user, address): an attack from 127.0.0.1 does not slow alice's login from 127.0.0.2", async (t) => {
+    const user = { username: 'alice', password: 'alice-right-pw' };
+    const d = await docxyWith({
+      auth: {
+        anonymous: false,
+        users: [{ name: user.username, password_hash: bcrypt.hashSync(user.password, 4) }],
+      },
+      rate_limit: { failed_login_delay: '300ms' },
+    });
+    // Linux routes all of 127/8 to loopback: a socket bound to 127.0.0.2 is another client address.
+    const from = (localAddress: string): Agent => new Agent({ localAddress });
+    const attacker = from('127.0.0.1');
+    const victim = from('127.0.0.2');
+    const attempt = async (agent: Agent, password: string): Promise<{ status: number; ms: number }> => {
+      const t0 = performance.now();
+      const res = await request(`${d.url}/auth/token?service=docxy&scope=repository:tiny:pull`, {
+        dispatcher: agent,
+        headers: { authorization: basicAuthorization({ username: user.username, password }) },
+      });
+      await res.body.arrayBuffer();
+      return { status: res.statusCode, ms: performance.now() - t0 };
+    };
+    try {
+      for (let i = 0; i < 3; i++) assert.equal((await attempt(attacker, `wrong-${i}`)).status, 401);
+      const attacked = await attempt(attacker, user.password);
+      const own = await attempt(victim, user.password);
+      t.diagnostic(
+        `after 3 failures from 127.0.0.1: the right password from 127.0.0.1 took ${Math.round(attacked.ms)} ms, from 127.0.0.2 ${Math.round(own.ms)} ms`,
+      );
+      assert.equal(attacked.status, 200);
+      assert.ok(
+        attacked.ms >= 900,
+        `the attacking address still waits 3 x 300 ms (${Math.round(attacked.ms)} ms)`,
+      );
+      assert.equal(own.status, 200);
+      assert.ok(own.ms < 300, `alice from another address is not delayed (${Math.round(own.ms)} ms)`);
+    } finally {
+      await Promise.allSettled([attacker.close(), victim.close()]);
+    }
   });
 });
 

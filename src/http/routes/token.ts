@@ -9,9 +9,9 @@ import { RegistryError } from '../../registry/errors.ts';
 import { mapScopeNames } from '../../routing/library-prefix.ts';
 import { parseScopes } from '../../auth/scopes.ts';
 import { remoteNameFor } from '../../auth/access-controller.ts';
-import { randomBytes } from 'node:crypto';
+import { isEmptyBasic } from '../../auth/basic-credentials.ts';
 import { discard, readCapped } from '../../upstream/body.ts';
-import { ownTokenPrefix } from './v2.ts';
+import type { StandInTokens } from '../../auth/stand-in-tokens.ts';
 import { headerValue } from '../../upstream/registry-client.ts';
 import { realmTrusted } from '../../upstream/realm-trust.ts';
 import type { UpstreamRuntime } from '../../upstream/runtime.ts';
@@ -24,6 +24,8 @@ export interface TokenRouteDeps {
   readonly access: AccessController;
   /** Issue stand-in tokens when the upstream token service fails (the cache is on). */
   readonly staleTokens: boolean;
+  /** Signs the stand-in tokens, so `/v2/` recognises them (stand-in-tokens.ts). */
+  readonly standIns: StandInTokens;
 }
 
 /** Token JSON is small; anything larger is not a token response. */
@@ -58,7 +60,14 @@ function mapParams(
  * what the cache holds. Docxy hands out its own: it is never sent upstream and grants only what
  * the cache serves anyway (public content fetched with Docxy's own identity).
  */
-function standInToken(request: FastifyRequest, reply: FastifyReply, why: string, stale = true): FastifyReply {
+function standInToken(
+  standIns: StandInTokens,
+  up: UpstreamRuntime,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  why: string,
+  stale = true,
+): FastifyReply {
   if (stale) {
     request.ctx.cache = 'stale';
     request.log.warn(
@@ -66,11 +75,11 @@ function standInToken(request: FastifyRequest, reply: FastifyReply, why: string,
       'upstream token service unavailable; issuing a stand-in token for cached content',
     );
   }
-  const token = `${ownTokenPrefix}${randomBytes(24).toString('base64url')}`;
+  const { token, expiresIn } = standIns.issue(up.name);
   return reply
     .code(200)
     .type('application/json')
-    .send({ token, access_token: token, expires_in: 300, issued_at: new Date().toISOString() });
+    .send({ token, access_token: token, expires_in: expiresIn, issued_at: new Date().toISOString() });
 }
 
 export function registerTokenRoute(app: FastifyInstance, deps: TokenRouteDeps): void {
@@ -104,20 +113,28 @@ export function registerTokenRoute(app: FastifyInstance, deps: TokenRouteDeps): 
       realm = await up.realms.get();
     } catch (err) {
       if (deps.staleTokens && err instanceof RegistryError && err.status >= 502)
-        return standInToken(request, reply, err.message);
+        return standInToken(deps.standIns, up, request, reply, err.message);
       throw err;
     }
     if (realm.kind !== 'bearer' || realm.realm === undefined) {
       // A client sent here by another upstream's challenge (path prefix routing) asks for a token
       // this registry does not issue (Basic or anonymous): Docxy's stand-in serves, and Docxy's own
       // identity fetches. Without it the client could not pull at all.
-      return standInToken(request, reply, `upstream ${up.name} has no token service`, false);
+      return standInToken(
+        deps.standIns,
+        up,
+        request,
+        reply,
+        `upstream ${up.name} has no token service`,
+        false,
+      );
     }
     const headers: Record<string, string> = { 'user-agent': `docxy/${version}`, accept: 'application/json' };
     const auth = request.headers.authorization;
-    // The client's credentials go only to a token service of the registry's own domain.
+    // The client's credentials go only to a token service of the registry's own domain; an empty
+    // Basic pair is no credential at all (basic-credentials.ts): the request stays anonymous.
     const trusted = realmTrusted(realm.realm, up.config.url, up.config.authHosts);
-    if (auth !== undefined && trusted) headers.authorization = auth;
+    if (auth !== undefined && trusted && !isEmptyBasic(auth)) headers.authorization = auth;
 
     const target = new URL(realm.realm);
     for (const [k, v] of mapParams(query, up, realm.service)) target.searchParams.append(k, v);
@@ -143,12 +160,12 @@ export function registerTokenRoute(app: FastifyInstance, deps: TokenRouteDeps): 
       });
     } catch (err) {
       if (deps.staleTokens && err instanceof RegistryError && err.status >= 502)
-        return standInToken(request, reply, err.message);
+        return standInToken(deps.standIns, up, request, reply, err.message);
       throw err;
     }
     if (deps.staleTokens && (res.status >= 500 || res.status === 429)) {
       discard(res.body);
-      return standInToken(request, reply, `token service answered ${res.status}`);
+      return standInToken(deps.standIns, up, request, reply, `token service answered ${res.status}`);
     }
     const bytes = await readCapped(res.body, maxTokenResponse, 'token response');
     const type = headerValue(res.headers, 'content-type') ?? 'application/json';

@@ -28,6 +28,7 @@ import { discardBody, sendBody } from '../response-sink.ts';
 import { isBodySource } from '../../cache/body-source.ts';
 import type { AccessController } from '../../auth/access-controller.ts';
 import type { RateLimiter } from '../../auth/rate-limit.ts';
+import { ownTokenPrefix, type StandInTokens } from '../../auth/stand-in-tokens.ts';
 
 export interface V2RouteDeps {
   readonly router: Router<UpstreamRuntime>;
@@ -40,6 +41,8 @@ export interface V2RouteDeps {
   readonly proofs: AccessProofs;
   /** Which cached digests were seen in which repository (absent without a cache). */
   readonly links?: RepositoryLinks;
+  /** Recognises the stand-in tokens Docxy's realm issued (stand-in-tokens.ts). */
+  readonly standIns?: StandInTokens;
 }
 
 /**
@@ -137,7 +140,6 @@ function clientBlobFetch(up: UpstreamRuntime, credential: string): UpstreamBlobF
 }
 
 /** Docxy's own stand-in tokens (issued while the upstream's token service is down) are never sent upstream. */
-export const ownTokenPrefix = 'docxy.';
 
 function headerString(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
@@ -414,8 +416,13 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
           message: 'Docxy is a read-only pull-through mirror; this endpoint is not supported',
         });
     }
-    if (route.kind === 'base' && deps.access.authenticated) {
-      // The client holds a valid Docxy token (authorize passed): the upstream's challenge is not its business.
+    const presented = request.headers.authorization;
+    const standIn =
+      presented?.startsWith(`Bearer ${ownTokenPrefix}`) === true &&
+      deps.standIns?.valid(presented.slice(7).trim(), up.name) === true;
+    if (route.kind === 'base' && (deps.access.authenticated || standIn)) {
+      // The client holds a Docxy token (verified by authorize, or a stand-in this process signed):
+      // the upstream's challenge is not its business, and it is welcome whether or not the upstream answers.
       reply.header('docker-distribution-api-version', 'registry/2.0').type('application/json').send({});
       return;
     }
