@@ -3,6 +3,7 @@
  */
 import type { AddressInfo, Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
+import { createObservability, type Observability } from './app-observability.ts';
 import { createAccessController } from './auth/access-controller.ts';
 import { createAccessProofs } from './auth/access-proofs.ts';
 import { createUserStore } from './auth/htpasswd.ts';
@@ -81,13 +82,16 @@ export function defaultPublicUrl(address: AddressInfo, tls = false): string {
  * Logs Docker Hub's pull budget (`ratelimit-remaining: 76;w=21600`) when it changes, so operators
  * see a mirror running out before clients get 429s.
  */
-function rateLimitObserver(upstream: string, log: Logger): (headers: Headers) => void {
+function rateLimitObserver(upstream: string, log: Logger, obs: Observability): (headers: Headers) => void {
   let last: string | undefined;
   return (headers) => {
     const remaining = headerValue(headers, 'ratelimit-remaining');
     if (remaining === undefined || remaining === last) return;
     last = remaining;
     const left = Number.parseInt(remaining, 10);
+    const limit = Number.parseInt(headerValue(headers, 'ratelimit-limit') ?? '', 10);
+    if (Number.isFinite(left))
+      obs.rateLimitRemaining(upstream, left, Number.isFinite(limit) ? limit : undefined);
     log[left <= 5 ? 'warn' : 'info'](
       { upstream, ratelimitRemaining: remaining, ratelimitLimit: headerValue(headers, 'ratelimit-limit') },
       'upstream pull budget',
@@ -101,13 +105,15 @@ function createUpstream(
   storage: StorageDriver | undefined,
   config: Config,
   log: Logger,
+  obs: Observability,
 ): UpstreamRuntime {
   const client = createRegistryClient({
     baseUrl: u.url,
     mirrors: u.mirrors,
     dispatcher: createDispatcher(u),
     timeouts: u.timeouts,
-    observe: rateLimitObserver(u.name, log),
+    observe: rateLimitObserver(u.name, log, obs),
+    record: obs.upstreamRecord(u.name),
     allowPrivateRedirects: config.limits.allow_private_redirects,
   });
   const realms = createTokenRealmCache(client);
@@ -162,8 +168,12 @@ export function createApp(config: Config, log: Logger): App {
       ? { cert: config.tls.cert, key: config.tls.key }
       : undefined;
   const initialTls = tlsFiles === undefined ? undefined : loadTlsFiles(tlsFiles.cert, tlsFiles.key);
+  const obs = createObservability(config, log);
   const docxyServer = createDocxyServer({
     log,
+    onResponse: (done) => {
+      obs.onResponse(done);
+    },
     tls: config.tlsEnabled ? (initialTls ?? 'pending') : undefined,
     trustProxy: config.trust_proxy,
     limits: {
@@ -211,7 +221,7 @@ export function createApp(config: Config, log: Logger): App {
     ? createFilesystemDriver(config.data)
     : undefined;
   const upstreams = config.upstreams.map((u) =>
-    createUpstream(u, u.name === config.defaultUpstream, storage, config, log),
+    createUpstream(u, u.name === config.defaultUpstream, storage, config, log, obs),
   );
   const router = createRouter(upstreams, config.defaultUpstream);
   let publicUrl = config.public_url;
@@ -227,6 +237,7 @@ export function createApp(config: Config, log: Logger): App {
       resumeRetries: config.cache.resume_retries,
       resumeBackoffMs: config.cache.resume_backoff,
       onFillEnd: () => evictor?.trigger(),
+      metrics: obs.fills,
     });
     blobs = service;
     evictor = createEvictor({
@@ -237,6 +248,7 @@ export function createApp(config: Config, log: Logger): App {
         for (const u of upstreams) u.manifests?.forget(digest);
       },
       log: log.child({ module: 'eviction' }),
+      metrics: obs.cacheSize,
       intervalMs: 60_000,
     });
   }
@@ -246,10 +258,13 @@ export function createApp(config: Config, log: Logger): App {
     return publicUrl;
   };
 
-  const limiter = createRateLimiter(config.rate_limit);
+  const limiter = createRateLimiter(config.rate_limit, Date.now, (reason) => {
+    obs.rateLimited(reason);
+  });
   server.server.on('connection', (socket: Socket) => {
     const ip = socket.remoteAddress ?? '';
     if (!limiter.opened(ip)) {
+      obs.rateLimited('connections');
       log.warn({ audit: true, event: 'connection_refused', ip, reason: 'too many connections' }, 'audit');
       socket.destroy();
     }
@@ -258,6 +273,7 @@ export function createApp(config: Config, log: Logger): App {
     });
   });
   const authenticated = !config.auth.anonymous;
+  const users = createUserStore({ htpasswd: config.auth.htpasswd, users: config.auth.users });
   const tokens = authenticated
     ? createTokenService({
         keyPem: loadOrCreateKey(config.auth.token.key_file ?? join(config.data, 'token.key')),
@@ -270,7 +286,7 @@ export function createApp(config: Config, log: Logger): App {
     authenticated,
     service: config.auth.service,
     tokens,
-    users: createUserStore({ htpasswd: config.auth.htpasswd, users: config.auth.users }),
+    users,
     policy: createPolicy(config.policy, config.auth.groups, { anonymousByDefault: !authenticated }),
     limiter,
     publicUrl: publicUrlOf,
@@ -278,6 +294,7 @@ export function createApp(config: Config, log: Logger): App {
   });
 
   registerHealthRoute(server);
+  obs.register(server, { blobs: () => blobs, users });
   registerTokenRoute(server, { router, access, staleTokens: storage !== undefined });
   registerV2Routes(server, {
     router,
@@ -339,6 +356,7 @@ export function createApp(config: Config, log: Logger): App {
         evictor?.trigger();
       }
       const { host, port } = splitHostPort(config.listen);
+      await obs.listen();
       await server.listen({ host, port });
       const address = server.server.address() as AddressInfo;
       if (publicUrl === undefined) {
@@ -372,6 +390,7 @@ export function createApp(config: Config, log: Logger): App {
           }),
         );
       await server.close();
+      await obs.close();
       await blobs?.close();
       await Promise.all(upstreams.map((u) => u.close()));
     },

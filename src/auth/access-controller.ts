@@ -57,7 +57,8 @@ export function remoteNameFor(up: UpstreamRuntime, clientName: string): string {
   return withLibraryPrefix(prefixed, up.config.libraryPrefix);
 }
 
-function basicCredentials(header: string | undefined): { user: string; password: string } | undefined {
+/** The user and password of an `Authorization: Basic` header. */
+export function basicCredentials(header: string | undefined): { user: string; password: string } | undefined {
   if (header?.toLowerCase().startsWith('basic ') !== true) return undefined;
   const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
   const i = decoded.indexOf(':');

@@ -33,7 +33,12 @@ const minute = 60_000;
 const hour = 3_600_000;
 const failureMemoryMs = 10 * minute;
 
-export function createRateLimiter(cfg: RateLimitConfig, now: () => number = Date.now): RateLimiter {
+export function createRateLimiter(
+  cfg: RateLimitConfig,
+  now: () => number = Date.now,
+  /** Told of each refusal (metrics), by which budget ran out. */
+  onRefuse?: (reason: 'requests' | 'bytes') => void,
+): RateLimiter {
   const windows = new Map<string, Window>();
   const connections = new Map<string, number>();
   const failures = new Map<string, { count: number; last: number }>();
@@ -56,6 +61,7 @@ export function createRateLimiter(cfg: RateLimitConfig, now: () => number = Date
   }
 
   function tooMany(retryAfter: number, what: string): RegistryError {
+    onRefuse?.(what.startsWith('bytes') ? 'bytes' : 'requests');
     return new RegistryError('TOOMANYREQUESTS', {
       message: `rate limit exceeded: ${what}`,
       headers: { 'retry-after': String(Math.max(1, retryAfter)) },
