@@ -21,6 +21,7 @@ import {
   type FillMetrics,
   type Metrics,
 } from './observability/metrics.ts';
+import { RegistryError } from './registry/errors.ts';
 import type { RegistryClientOptions } from './upstream/registry-client.ts';
 
 export interface Observability {
@@ -122,11 +123,8 @@ export function createObservability(config: Config, log: Logger): Observability 
       // Its own address: whoever reaches it may scrape (the operator chose where it listens).
       const s = createServer((req, res) => {
         if (req.url?.split('?')[0] !== '/metrics') {
-          res
-            .writeHead(404, { 'content-type': 'application/json' })
-            .end(
-              JSON.stringify({ errors: [{ code: 'NOT_FOUND', message: 'only /metrics is served here' }] }),
-            );
+          const body = new RegistryError('NOT_FOUND', { message: 'only /metrics is served here' }).toBody();
+          res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify(body));
           return;
         }
         metrics.scrape().then(

@@ -11,6 +11,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import bcrypt from 'bcryptjs';
 import { chromium, type Browser } from 'playwright-core';
 import type { StatsSnapshot } from '../../src/dashboard/stats.ts';
 import { startDocxy, type TestDocxy } from '../helpers/docxy.ts';
@@ -166,6 +167,41 @@ describe('dashboard', () => {
         const body = (await res.json()) as { errors: { code: string }[] };
         assert.equal(body.errors[0]?.code, 'DENIED');
       }
+    } finally {
+      await d.stop();
+    }
+  });
+
+  it('with dashboard.users, asks for HTTP Basic and lets only those users in', async () => {
+    const port = (upstream?.address() as AddressInfo).port;
+    const hash = bcrypt.hashSync('secret', 4);
+    const d = await startDocxy({
+      upstream: { url: `http://127.0.0.1:${port}` },
+      auth: {
+        users: [
+          { name: 'ops', password_hash: hash },
+          { name: 'dev', password_hash: hash },
+        ],
+      },
+      dashboard: { users: ['ops'] },
+    });
+    const basic = (u: string, p: string): string => `Basic ${Buffer.from(`${u}:${p}`).toString('base64')}`;
+    try {
+      const none = await fetch(`${d.url}/-/api/stats`);
+      assert.equal(none.status, 401);
+      assert.match(none.headers.get('www-authenticate') ?? '', /^Basic /);
+      assert.equal(((await none.json()) as { errors: { code: string }[] }).errors[0]?.code, 'UNAUTHORIZED');
+      const wrong = await fetch(`${d.url}/-/api/stats`, { headers: { authorization: basic('ops', 'nope') } });
+      assert.equal(wrong.status, 401);
+      await wrong.body?.cancel();
+      const other = await fetch(`${d.url}/-/api/stats`, {
+        headers: { authorization: basic('dev', 'secret') },
+      });
+      assert.equal(other.status, 403);
+      await other.body?.cancel();
+      const ok = await fetch(`${d.url}/-/dashboard`, { headers: { authorization: basic('ops', 'secret') } });
+      assert.equal(ok.status, 200);
+      assert.match(await ok.text(), /<title>Docxy dashboard<\/title>/);
     } finally {
       await d.stop();
     }

@@ -12,6 +12,7 @@ import { startFakeHub, type FakeHub } from '../helpers/fake-hub.ts';
 import { seedImages } from '../helpers/images.ts';
 import { scrape, type Scrape } from '../helpers/prometheus.ts';
 import { makeTmpDir } from '../helpers/tmp.ts';
+import { freePort } from '../helpers/process.ts';
 
 let hub: FakeHub | undefined;
 let docxy: TestDocxy | undefined;
@@ -104,6 +105,23 @@ describe('GET /metrics', () => {
       assert.equal(res.status, 403);
       const body = (await res.json()) as { errors: { code: string }[] };
       assert.equal(body.errors[0]?.code, 'DENIED');
+    } finally {
+      await d.stop();
+    }
+  });
+
+  it('with metrics.listen, serves /metrics there and not on the main listener', async () => {
+    const port = await freePort();
+    const d = await startDocxy({
+      upstream: { url: need(hub).registryUrl },
+      metrics: { listen: `127.0.0.1:${port}` },
+    });
+    try {
+      const own = await scrape(`http://127.0.0.1:${port}`);
+      assert.ok(own.has('docxy_http_requests_total'));
+      const main = await fetch(`${d.url}/metrics`);
+      assert.equal(main.status, 404);
+      await main.body?.cancel();
     } finally {
       await d.stop();
     }
