@@ -20,8 +20,10 @@ import { makeTmpDir } from '../test/helpers/tmp.ts';
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const NGINX_BINARY = '/usr/sbin/nginx';
 
-export type ContestantName = 'direct' | 'docxy' | 'distribution' | 'nginx';
+export type ContestantName = 'direct' | 'docxy' | 'docxy-nometrics' | 'distribution' | 'nginx';
+/** The default set; `docxy-nometrics` (metrics.enabled false, for the metrics' cost) is opt-in. */
 export const CONTESTANTS: readonly ContestantName[] = ['direct', 'docxy', 'distribution', 'nginx'];
+export const ALL_CONTESTANTS: readonly ContestantName[] = [...CONTESTANTS, 'docxy-nometrics'];
 
 export interface Contestant {
   readonly name: ContestantName;
@@ -217,10 +219,10 @@ export async function startDocxy(hub: FakeHub, extra: Partial<ConfigInput> = {})
     const url = `http://127.0.0.1:${port}`;
     await ready(proc, 'docxy', `${url}/health`, (s) => s === 200);
     return {
-      name: 'docxy',
+      name: extra.metrics?.enabled === false ? 'docxy-nometrics' : 'docxy',
       url,
       pid: proc.pid,
-      summary: `node bin/docxy.js serve: listen ${config.listen}, upstream ${hub.registryUrl}, data <tmp>, cache.enabled true, log_level info`,
+      summary: `node bin/docxy.js serve: listen ${config.listen}, upstream ${hub.registryUrl}, data <tmp>, cache.enabled true, metrics.enabled ${String(extra.metrics?.enabled !== false)}, log_level info`,
       config: text,
       stored: nothingToWait,
       log: () => proc.log(),
@@ -411,6 +413,8 @@ export function startContestant(name: ContestantName, hub: FakeHub): Promise<Con
       return Promise.resolve(direct(hub));
     case 'docxy':
       return startDocxy(hub);
+    case 'docxy-nometrics':
+      return startDocxy(hub, { metrics: { enabled: false } });
     case 'distribution':
       return startDistributionProxy(hub);
     case 'nginx':

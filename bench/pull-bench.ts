@@ -40,6 +40,7 @@ import {
 } from '../test/helpers/images.ts';
 import { deterministicBlobFile, pushBlobFile, type BlobFile } from './blob-file.ts';
 import {
+  ALL_CONTESTANTS,
   CONTESTANTS,
   NGINX_BINARY,
   REPO_ROOT,
@@ -101,8 +102,8 @@ for (const sc of SCENARIOS)
   if (!['A', 'B', 'C', 'D'].includes(sc)) throw new Error(`--only takes A, B, C, D (got ${sc})`);
 const SELECTED = new Set(args.contestants.split(',').map((x) => x.trim()));
 for (const name of SELECTED)
-  if (!(CONTESTANTS as readonly string[]).includes(name))
-    throw new Error(`--contestants takes ${CONTESTANTS.join(', ')} (got ${name})`);
+  if (!(ALL_CONTESTANTS as readonly string[]).includes(name))
+    throw new Error(`--contestants takes ${ALL_CONTESTANTS.join(', ')} (got ${name})`);
 
 const PARAMS = QUICK
   ? {
@@ -522,6 +523,7 @@ async function scenarioD(ctx: SuiteContext, contestants: readonly Contestant[]):
 const SHORT: Record<ContestantName, string> = {
   direct: 'direct',
   docxy: 'docxy',
+  'docxy-nometrics': 'docxy-nm',
   distribution: 'distrib',
   nginx: 'nginx',
 };
@@ -757,7 +759,7 @@ function coldBudget(suite: SuiteResult): string | undefined {
 }
 
 function printSuite(suite: SuiteResult, aLabel: string, bSize: number): void {
-  const names = CONTESTANTS.filter((n) => suite.contestants.some((c) => c.name === n));
+  const names = ALL_CONTESTANTS.filter((n) => suite.contestants.some((c) => c.name === n));
   const hubText =
     suite.hub === 'cdn'
       ? 'hub with CDN (blob GET -> 307 -> CDN stand-in, a Node static server)'
@@ -857,7 +859,7 @@ async function runSuite(
     await pushBlobFile(hub, B_REPO, bBlob, stepSignal(global));
     await pushBlobFile(hub, C_REPO, cBlob, stepSignal(global));
 
-    for (const name of CONTESTANTS) {
+    for (const name of ALL_CONTESTANTS) {
       if (!SELECTED.has(name)) continue;
       if (name === 'nginx' && !existsSync(NGINX_BINARY)) {
         suite.skipped.push({ name, reason: `${NGINX_BINARY} missing (apt-get install -y nginx-light)` });

@@ -3,6 +3,7 @@
  */
 import type { AddressInfo } from 'node:net';
 import { basename, dirname, join } from 'node:path';
+import { createObservability, type Observability } from './app-observability.ts';
 import { createAccessController } from './auth/access-controller.ts';
 import { createAccessProofs } from './auth/access-proofs.ts';
 import { createUserStore } from './auth/htpasswd.ts';
@@ -84,13 +85,16 @@ export function defaultPublicUrl(address: AddressInfo, tls = false): string {
  * Logs Docker Hub's pull budget (`ratelimit-remaining: 76;w=21600`) when it changes, so operators
  * see a mirror running out before clients get 429s.
  */
-function rateLimitObserver(upstream: string, log: Logger): (headers: Headers) => void {
+function rateLimitObserver(upstream: string, log: Logger, obs: Observability): (headers: Headers) => void {
   let last: string | undefined;
   return (headers) => {
     const remaining = headerValue(headers, 'ratelimit-remaining');
     if (remaining === undefined || remaining === last) return;
     last = remaining;
     const left = Number.parseInt(remaining, 10);
+    const limit = Number.parseInt(headerValue(headers, 'ratelimit-limit') ?? '', 10);
+    if (Number.isFinite(left))
+      obs.rateLimitRemaining(upstream, left, Number.isFinite(limit) ? limit : undefined);
     log[left <= 5 ? 'warn' : 'info'](
       { upstream, ratelimitRemaining: remaining, ratelimitLimit: headerValue(headers, 'ratelimit-limit') },
       'upstream pull budget',
@@ -105,6 +109,7 @@ function createUpstream(
   config: Config,
   log: Logger,
   overrides: AppOverrides,
+  obs: Observability,
 ): UpstreamRuntime {
   const guard = createAddressGuard({
     configured: [u.url, ...u.mirrors],
@@ -116,7 +121,8 @@ function createUpstream(
     mirrors: u.mirrors,
     dispatcher: createDispatcher(u, process.env, guard.lookup),
     timeouts: u.timeouts,
-    observe: rateLimitObserver(u.name, log),
+    observe: rateLimitObserver(u.name, log, obs),
+    record: obs.upstreamRecord(u.name),
     guard,
   });
   const realms = createTokenRealmCache(client);
@@ -177,8 +183,12 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
       ? { cert: config.tls.cert, key: config.tls.key }
       : undefined;
   const initialTls = tlsFiles === undefined ? undefined : loadTlsFiles(tlsFiles.cert, tlsFiles.key);
+  const obs = createObservability(config, log);
   const docxyServer = createDocxyServer({
     log,
+    onResponse: (done) => {
+      obs.onResponse(done);
+    },
     tls: config.tlsEnabled ? (initialTls ?? 'pending') : undefined,
     trustProxy: config.trust_proxy,
     limits: {
@@ -226,7 +236,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
     ? createFilesystemDriver(config.data)
     : undefined;
   const upstreams = config.upstreams.map((u) =>
-    createUpstream(u, u.name === config.defaultUpstream, storage, config, log, overrides),
+    createUpstream(u, u.name === config.defaultUpstream, storage, config, log, overrides, obs),
   );
   const router = createRouter(upstreams, config.defaultUpstream);
   let publicUrl = config.public_url;
@@ -242,6 +252,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
       resumeRetries: config.cache.resume_retries,
       resumeBackoffMs: config.cache.resume_backoff,
       onFillEnd: () => evictor?.trigger(),
+      metrics: obs.fills,
     });
     blobs = service;
     evictor = createEvictor({
@@ -252,6 +263,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
         for (const u of upstreams) u.manifests?.forget(digest);
       },
       log: log.child({ module: 'eviction' }),
+      metrics: obs.cacheSize,
       intervalMs: 60_000,
     });
   }
@@ -261,14 +273,20 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
     return publicUrl;
   };
 
-  const limiter = createRateLimiter(config.rate_limit);
+  const limiter = createRateLimiter(config.rate_limit, Date.now, undefined, (reason) => {
+    obs.rateLimited(reason);
+  });
   registerConnectionCaps(server, {
     limiter,
     trusted: createProxyTrust(config.trust_proxy),
     capped: config.rate_limit.per_ip.connections !== undefined,
+    onRefuse: () => {
+      obs.rateLimited('connections');
+    },
     log,
   });
   const authenticated = !config.auth.anonymous;
+  const users = createUserStore({ htpasswd: config.auth.htpasswd, users: config.auth.users });
   const tokens = authenticated
     ? createTokenService({
         keyPem: loadOrCreateKey(config.auth.token.key_file ?? join(config.data, 'token.key')),
@@ -281,7 +299,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
     authenticated,
     service: config.auth.service,
     tokens,
-    users: createUserStore({ htpasswd: config.auth.htpasswd, users: config.auth.users }),
+    users,
     policy: createPolicy(config.policy, config.auth.groups, { anonymousByDefault: !authenticated }),
     limiter,
     publicUrl: publicUrlOf,
@@ -290,6 +308,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
 
   registerHealthRoute(server);
   const standIns = createStandInTokens();
+  obs.register(server, { blobs: () => blobs, users });
   registerTokenRoute(server, { router, access, staleTokens: storage !== undefined, standIns });
   registerV2Routes(server, {
     router,
@@ -352,6 +371,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
         evictor?.trigger();
       }
       const { host, port } = splitHostPort(config.listen);
+      await obs.listen();
       await server.listen({ host, port });
       const address = server.server.address() as AddressInfo;
       if (publicUrl === undefined) {
@@ -385,6 +405,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
           }),
         );
       await server.close();
+      await obs.close();
       await blobs?.close();
       await Promise.all(upstreams.map((u) => u.close()));
     },

@@ -47,6 +47,8 @@ export function createRateLimiter(
   cfg: RateLimitConfig,
   now: () => number = Date.now,
   maxFailures = defaultMaxFailures,
+  /** Told of each refusal (metrics), by which budget ran out. */
+  onRefuse?: (reason: 'requests' | 'bytes') => void,
 ): RateLimiter {
   const windows = new Map<string, Window>();
   const connections = new Map<string, number>();
@@ -70,6 +72,7 @@ export function createRateLimiter(
   }
 
   function tooMany(retryAfter: number, what: string): RegistryError {
+    onRefuse?.(what.startsWith('bytes') ? 'bytes' : 'requests');
     return new RegistryError('TOOMANYREQUESTS', {
       message: `rate limit exceeded: ${what}`,
       headers: { 'retry-after': String(Math.max(1, retryAfter)) },

@@ -96,6 +96,9 @@ function bodyFrom(res: UpstreamResponse, start: number): AsyncIterable<Buffer> {
   });
 }
 
+const timeoutMessage = 'cache fill timed out';
+const shutdownMessage = 'Docxy is shutting down';
+
 export class BlobFill {
   readonly digest: Digest;
   /** Size announced by the upstream (Content-Length), if it did. */
@@ -111,6 +114,7 @@ export class BlobFill {
   /** `#received` when followers were last woken. */
   #woken = 0;
   #refs = 0;
+  #resumes = 0;
   #readerClosed = false;
   /** The recent chunks, contiguous, ending at `#received`. */
   #window: { start: number; buf: Buffer }[] = [];
@@ -135,6 +139,34 @@ export class BlobFill {
 
   get written(): number {
     return this.#written;
+  }
+
+  /** Bytes received from the upstream so far. */
+  get received(): number {
+    return this.#received;
+  }
+
+  /** Client bodies following this fill right now. */
+  get followers(): number {
+    return this.#refs;
+  }
+
+  /** Range requests that resumed the download after a break. */
+  get resumes(): number {
+    return this.#resumes;
+  }
+
+  /** Why a failed fill failed: its bytes did not verify, storage, its timeout, shutdown, or the upstream. */
+  get failure(): 'verify' | 'upstream' | 'timeout' | 'disk' | 'aborted' | undefined {
+    if (this.#state === 'detached') return 'disk';
+    if (this.#state !== 'failed') return undefined;
+    const err = this.#error;
+    if (err instanceof RegistryError) {
+      if (err.code === 'DIGEST_INVALID' || err.code === 'SIZE_INVALID') return 'verify';
+      if (err.message === timeoutMessage) return 'timeout';
+      if (err.message === shutdownMessage) return 'aborted';
+    }
+    return 'upstream';
   }
 
   #notify(): void {
@@ -176,7 +208,7 @@ export class BlobFill {
   async #run(): Promise<void> {
     const { writer, digest, log } = this.#opts;
     const timer = setTimeout(() => {
-      this.#abort.abort(new RegistryError('UNAVAILABLE', { status: 504, message: 'cache fill timed out' }));
+      this.#abort.abort(new RegistryError('UNAVAILABLE', { status: 504, message: timeoutMessage }));
     }, this.#opts.timeoutMs);
     const hash = createHash(digest.algorithm);
     // The first response was fetched before the fill existed, so the abort signal does not reach
@@ -253,6 +285,7 @@ export class BlobFill {
           if (this.#abort.signal.aborted) throw this.#abort.signal.reason ?? err;
           if (attempt >= this.#opts.resumeRetries) throw err;
           attempt++;
+          this.#resumes++;
           log.warn(
             { digest: digest.value, at: this.#written, attempt, err: (err as Error).message },
             'upstream body broke; resuming',
@@ -313,7 +346,7 @@ export class BlobFill {
 
   /** Stops the fill (shutdown): it fails and cancels, leaving nothing behind. */
   abort(): void {
-    this.#abort.abort(new RegistryError('UNAVAILABLE', { message: 'Docxy is shutting down' }));
+    this.#abort.abort(new RegistryError('UNAVAILABLE', { message: shutdownMessage }));
   }
 
   /** Resolves once the fill has ended. */

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Flights } from '../coordination/single-flight.ts';
 import { contentRange, parseRange } from '../http/range.ts';
 import { RegistryError } from '../registry/errors.ts';
+import type { FillMetrics } from '../observability/metrics.ts';
 import type { Digest } from '../registry/reference.ts';
 import type { StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
@@ -44,6 +45,19 @@ export interface BlobService {
   close(): Promise<void>;
   /** Whether a storage key is being read or filled right now (eviction leaves it alone). */
   inUse(key: string): boolean;
+  /** The fills running now (the dashboard's progress bars). */
+  activeFills(): ActiveFill[];
+}
+
+export interface ActiveFill {
+  readonly digest: string;
+  /** Bytes received from the upstream so far. */
+  readonly received: number;
+  /** The size the upstream announced, if it did. */
+  readonly size: number | undefined;
+  /** Client bodies following the fill right now. */
+  readonly followers: number;
+  readonly startedAt: number;
 }
 
 export interface BlobServiceDeps {
@@ -55,6 +69,7 @@ export interface BlobServiceDeps {
   readonly resumeBackoffMs: number;
   /** Called when a fill has ended (eviction may be due). */
   readonly onFillEnd?: () => void;
+  readonly metrics?: FillMetrics;
 }
 
 function blobHeaders(digest: string): Record<string, string> {
@@ -116,6 +131,9 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
   const pool = createBufferPool(poolChunk, poolKeep);
   /** Open reads of committed blobs, per key. */
   const readers = new Map<string, number>();
+  /** Fills running now, with when they started. */
+  const active = new Map<BlobFill, number>();
+  const metrics = deps.metrics;
 
   /** Counts a reader of `key` (eviction leaves it alone); call what it returns, once, when done. */
   function opened(key: string): () => void {
@@ -171,7 +189,8 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
       await writer?.cancel();
       return response;
     }
-    return new BlobFill({
+    metrics?.started();
+    const fill = new BlobFill({
       digest: req.digest,
       visibility: req.visibility,
       writer,
@@ -186,10 +205,19 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
       resumeBackoffMs: deps.resumeBackoffMs,
       onEnd: (fill) => {
         ended();
+        active.delete(fill);
+        if (metrics !== undefined) {
+          for (let i = 0; i < fill.resumes; i++) metrics.resumed();
+          const failure = fill.failure;
+          if (failure === undefined) metrics.completed();
+          else metrics.failed(failure);
+        }
         deps.onFillEnd?.();
         log.info({ digest: req.digest.value, state: fill.state, bytes: fill.written }, 'cache fill ended');
       },
     });
+    if (fill.state === 'running') active.set(fill, Date.now());
+    return fill;
   }
 
   return {
@@ -206,6 +234,14 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
       );
     },
     inUse: (key) => flights.get(key) !== undefined || readers.has(key),
+    activeFills: () =>
+      [...active].map(([f, startedAt]) => ({
+        digest: f.digest.value,
+        received: f.received,
+        size: f.size,
+        followers: f.followers,
+        startedAt,
+      })),
 
     get: (req) => get(req, false),
   };
@@ -243,6 +279,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
       );
       return p;
     });
+    if (joined) metrics?.coalesced();
     const started = await value;
     if (
       started instanceof BlobFill &&

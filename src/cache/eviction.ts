@@ -5,6 +5,7 @@
  * with it. Runs in the background, one run at a time.
  */
 import type { Logger } from 'pino';
+import type { CacheSizeMetrics } from '../observability/metrics.ts';
 import type { StorageDriver } from '../storage/driver.ts';
 import { scanCache, type IndexedObject } from './cache-index.ts';
 
@@ -22,6 +23,8 @@ export interface EvictionDeps {
   /** Called for each evicted manifest, so in-memory copies go too. */
   readonly onEvictManifest?: (digest: string) => void;
   readonly log: Logger;
+  /** Told the cache's size after every scan, and what each run evicted. */
+  readonly metrics?: CacheSizeMetrics;
 }
 
 export async function evictToSize(deps: EvictionDeps, maxSize = deps.maxSize): Promise<EvictionResult> {
@@ -29,6 +32,8 @@ export async function evictToSize(deps: EvictionDeps, maxSize = deps.maxSize): P
   const index = await scanCache(storage);
   let total = index.totalSize;
   const before = total;
+  const objects = index.blobs.size + index.manifests.size;
+  deps.metrics?.scanned(total, objects);
   if (total <= maxSize) return { before, after: total, removed: 0 };
 
   const parents = new Map<string, Set<string>>();
@@ -74,6 +79,8 @@ export async function evictToSize(deps: EvictionDeps, maxSize = deps.maxSize): P
     const obj = objectOf(c.digest);
     if (obj !== undefined) await remove(obj);
   }
+  deps.metrics?.evicted(removed.size, before - total);
+  deps.metrics?.scanned(total, objects - removed.size);
   log.info({ before, after: total, removed: removed.size, maxSize }, 'cache eviction');
   return { before, after: total, removed: removed.size };
 }

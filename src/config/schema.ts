@@ -296,6 +296,34 @@ export const tlsSchema = z
   .refine((t) => (t.cert === undefined) === (t.key === undefined), 'give both cert and key, or neither')
   .refine((t) => !(t.acme !== undefined && t.cert !== undefined), 'give cert/key or acme, not both');
 
+const loopback = ['127.0.0.0/8', '::1'];
+const cidrList = z.array(z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'must be an IP address or CIDR'));
+
+export const metricsSchema = z
+  .object({
+    enabled: z.boolean().default(true).describe('export Prometheus metrics at GET /metrics'),
+    allow: cidrList
+      .default(loopback)
+      .describe('client addresses or CIDRs that may scrape /metrics on the main listener (others: 403)'),
+    listen: hostPort
+      .optional()
+      .describe('serve /metrics on this address instead of the main listener (no allow check there)'),
+  })
+  .strict();
+
+export const dashboardSchema = z
+  .object({
+    enabled: z.boolean().default(true).describe('serve the live dashboard at /-/dashboard and /-/api/stats'),
+    allow: cidrList
+      .default(loopback)
+      .describe('with anonymous auth and no dashboard.users: client addresses or CIDRs that may see it'),
+    users: z
+      .array(z.string().min(1))
+      .default([])
+      .describe('only these users (HTTP Basic, auth.users/htpasswd) see it; empty: any user when auth is on'),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     listen: hostPort
@@ -359,6 +387,8 @@ export const configSchema = z
       request_timeout: 0,
       headers_timeout: 30_000,
     }),
+    metrics: metricsSchema.default({ enabled: true, allow: loopback }),
+    dashboard: dashboardSchema.default({ enabled: true, allow: loopback, users: [] }),
     cache: cacheSchema.default({
       enabled: true,
       max_size: 50 * 1024 ** 3,

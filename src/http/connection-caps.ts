@@ -72,9 +72,12 @@ export function registerConnectionCaps(
     /** Whether `per_ip.connections` is set: only then do forwarded requests need counting. */
     readonly capped: boolean;
     readonly log: Logger;
+    /** Told of each refused connection or forwarded request (metrics). */
+    readonly onRefuse?: () => void;
   },
 ): void {
   const refused = (ip: string, via?: string): void => {
+    deps.onRefuse?.();
     deps.log.warn(
       { audit: true, event: 'connection_refused', ip, via, reason: 'too many connections' },
       'audit',

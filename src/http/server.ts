@@ -28,6 +28,10 @@ export interface RequestContext {
   error?: string;
   /** The authenticated user, if any. */
   user?: string;
+  /** A bounded route name for metrics (manifest, blob, tags, …); the fastify route otherwise. */
+  route?: string;
+  /** The repository asked for (the dashboard's top list; never a metric label). */
+  repository?: string;
   /** Charges body bytes to the client's byte budget; false when it ran out. */
   budget?: (bytes: number) => boolean;
   /** The client's Authorization is Docxy's own token and must never go upstream. */
@@ -63,6 +67,20 @@ export interface ServerOptions {
   readonly log: FastifyBaseLogger;
   /** Largest request body accepted (token POSTs); registry bodies are never read. */
   readonly bodyLimit?: number;
+  /** Sees every request once its response has closed (metrics, the dashboard). */
+  readonly onResponse?: (done: FinishedRequest) => void;
+}
+
+/** A request whose response has closed. */
+export interface FinishedRequest {
+  readonly method: string;
+  readonly status: number;
+  readonly ctx: RequestContext;
+  /** Body bytes sent (0 for HEAD). */
+  readonly bytes: number;
+  readonly seconds: number;
+  /** The fastify route pattern, when one matched. */
+  readonly routeUrl: string | undefined;
 }
 
 const readOnlyMethods = new Set(['GET', 'HEAD']);
@@ -172,6 +190,15 @@ export function createDocxyServer(opts: ServerOptions): DocxyServer {
     reply.raw.once('close', () => {
       const res = reply.raw;
       const bytes = request.method === 'HEAD' ? 0 : (request.ctx.bytes ?? 0);
+      const elapsed = process.hrtime.bigint() - start;
+      opts.onResponse?.({
+        method: request.method,
+        status: res.statusCode,
+        ctx: request.ctx,
+        bytes,
+        seconds: Number(elapsed) / 1e9,
+        routeUrl: request.routeOptions.url,
+      });
       request.log.info(
         {
           method: request.method,
@@ -182,7 +209,7 @@ export function createDocxyServer(opts: ServerOptions): DocxyServer {
           status: res.statusCode,
           bytes,
           cache: request.ctx.cache,
-          durationMs: Number((process.hrtime.bigint() - start) / 1000n) / 1000,
+          durationMs: Number(elapsed / 1000n) / 1000,
           completed: res.writableFinished,
           error: request.ctx.error,
         },

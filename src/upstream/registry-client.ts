@@ -10,6 +10,7 @@ import { errors as undiciErrors, type Dispatcher } from 'undici';
 import { RegistryError } from '../registry/errors.ts';
 import { refusedAddressCode, type AddressGuard } from './address-guard.ts';
 import { discard } from './body.ts';
+import type { UpstreamKind } from '../observability/metrics.ts';
 
 export type Headers = Record<string, string | string[] | undefined>;
 
@@ -52,6 +53,14 @@ export interface RegistryClientOptions {
   readonly guard: AddressGuard;
   /** Sees every upstream response's headers (e.g. Docker Hub's ratelimit-remaining). */
   readonly observe?: (headers: Headers, url: URL) => void;
+  /**
+   * Sees the outcome of every request (after redirects and mirrors): its kind and status (0 when
+   * no response came), and, once a body has been read to its end, its announced length.
+   */
+  readonly record?: {
+    response(kind: UpstreamKind, status: number, ms: number): void;
+    body(kind: UpstreamKind, bytes: number): void;
+  };
   /** Header and idle timeouts, applied to every request (some proxy agents ignore pool options). */
   readonly timeouts: { readonly headers: number; readonly idle: number };
   /** Redirect hops followed before giving up (Distribution's client stops at 10; one is typical). */
@@ -94,6 +103,15 @@ function transportError(err: unknown, url: URL): RegistryError | undefined {
     });
   }
   return undefined;
+}
+
+/** What a request is for, from its method and path (a token realm is an absolute URL). */
+export function upstreamKind(req: UpstreamRequest): UpstreamKind {
+  if (req.method === 'HEAD') return 'head';
+  if (req.method === 'POST' || /^https?:\/\//.test(req.url)) return 'token';
+  if (req.url.includes('/manifests/')) return 'manifest';
+  if (req.url.includes('/blobs/')) return 'blob';
+  return 'other';
 }
 
 export function createRegistryClient(opts: RegistryClientOptions): RegistryClient {
@@ -174,9 +192,30 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
     }
   }
 
-  return {
-    baseUrl,
-    async request(req) {
+  const record = opts.record;
+  async function recorded(req: UpstreamRequest): Promise<UpstreamResponse> {
+    if (record === undefined) return routed(req);
+    const kind = upstreamKind(req);
+    let res: UpstreamResponse;
+    const t0 = performance.now();
+    try {
+      res = await routed(req);
+    } catch (err) {
+      record.response(kind, 0, performance.now() - t0);
+      throw err;
+    }
+    record.response(kind, res.status, performance.now() - t0);
+    const len = headerValue(res.headers, 'content-length');
+    // Listening for 'end' leaves the stream paused; only a body read to its end counts.
+    if (len !== undefined && req.method !== 'HEAD')
+      res.body.once('end', () => {
+        record.body(kind, Number(len));
+      });
+    return res;
+  }
+
+  async function routed(req: UpstreamRequest): Promise<UpstreamResponse> {
+    {
       // Absolute URLs (token realms, CDN locations) have no mirrors.
       if (/^https?:\/\//.test(req.url) || bases.length === 1) return requestFrom(baseUrl, req);
       let lastError: unknown;
@@ -196,7 +235,12 @@ export function createRegistryClient(opts: RegistryClientOptions): RegistryClien
         }
       }
       throw lastError;
-    },
+    }
+  }
+
+  return {
+    baseUrl,
+    request: recorded,
     close: () => agent.close(),
   };
 }

@@ -385,6 +385,8 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
     const routed = 'name' in route ? deps.router.route(request.headers.host, ns, route.name) : undefined;
     const up = routed?.upstream ?? deps.router.upstreamFor(request.headers.host, ns);
     request.ctx.upstream = up.name;
+    request.ctx.route = route.kind;
+    if (routed !== undefined) request.ctx.repository = routed.name;
     const principal = await deps.access.authorize(request, up, 'name' in route ? route.name : undefined);
     const user = principal.kind === 'user' ? principal.name : undefined;
     if (user !== undefined) request.ctx.user = user;
