@@ -52,6 +52,10 @@ const node = chosen.includes('/') ? resolve(chosen) : chosen;
 const version = spawnSync(node, ['--version'], { encoding: 'utf8' }).stdout.trim();
 console.log(`# ${suite} tests on Node ${version} (${node})`);
 const concurrency = suite === 'integration' ? '1' : '2';
+// Docxy reads every DOCXY_* variable as configuration and rejects unknown keys, so none of the
+// caller's (DOCXY_TEST_NODE included) may reach the Docxy processes the tests start.
+const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DOCXY_')));
+env.PATH = `${dirname(node)}${delimiter}${process.env.PATH ?? ''}`;
 const res = spawnSync(
   node,
   [
@@ -65,7 +69,7 @@ const res = spawnSync(
   ],
   {
     stdio: 'inherit',
-    env: { ...process.env, PATH: `${dirname(node)}${delimiter}${process.env.PATH ?? ''}` },
+    env,
   },
 );
 process.exit(res.status ?? 1);

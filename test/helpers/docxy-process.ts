@@ -49,7 +49,13 @@ export async function spawnDocxy(opts: {
       cwd: join(import.meta.dirname, '..', '..'),
     },
   );
-  await waitForPort(port, '127.0.0.1', 30_000);
+  // A Docxy that exits at start (a bad configuration) fails the test at once, with its output.
+  try {
+    await waitForPort(port, '127.0.0.1', 30_000, proc.exited);
+  } catch (err) {
+    await proc.stop();
+    throw new Error(`${(err as Error).message}; docxy's output:\n${proc.log().slice(-2000)}`);
+  }
   return {
     proc,
     url: `http://127.0.0.1:${port}`,

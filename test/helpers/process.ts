@@ -97,10 +97,23 @@ export function startProcess(
   return m;
 }
 
-/** Resolves once something accepts TCP connections on host:port; rejects after `timeoutMs`. */
-export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 20_000): Promise<void> {
+/**
+ * Resolves once something accepts TCP connections on host:port; rejects after `timeoutMs`, or as
+ * soon as `gone` (the process that should listen there exited) resolves.
+ */
+export async function waitForPort(
+  port: number,
+  host = '127.0.0.1',
+  timeoutMs = 20_000,
+  gone?: Promise<unknown>,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  const exit: { code?: unknown } = {};
+  void gone?.then((code) => {
+    exit.code = code;
+  });
   for (;;) {
+    if ('code' in exit) throw new Error(`the process meant to listen on ${host}:${port} exited (${String(exit.code)})`);
     const ok = await new Promise<boolean>((resolve) => {
       const s = connect({ port, host }, () => {
         s.end();

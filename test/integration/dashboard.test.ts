@@ -16,6 +16,7 @@ import { chromium, type Browser } from 'playwright-core';
 import type { StatsSnapshot } from '../../src/dashboard/stats.ts';
 import { startDocxy, type TestDocxy } from '../helpers/docxy.ts';
 import { deterministicBytes } from '../helpers/images.ts';
+import { waitFor } from '../helpers/process.ts';
 
 const blob = deterministicBytes('dashboard-blob', 12 * 1024 * 1024);
 const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
@@ -113,10 +114,12 @@ describe('dashboard', () => {
       const bar = page.locator(`[data-digest="${digest}"] [role=progressbar]`);
       await bar.waitFor({ state: 'visible', timeout: 10_000 });
       // Progress moves while the upstream sends.
-      await page.waitForFunction(
-        `Number(document.querySelector('[data-digest="${digest}"] [role=progressbar]')?.getAttribute('aria-valuenow')) >= 20`,
-        undefined,
-        { timeout: 15_000 },
+      // Read through the locator (Playwright's own world): the page's CSP forbids the eval that
+      // page.waitForFunction with a string needs.
+      await waitFor(
+        'the progress bar to pass 20 %',
+        async () => Number(await bar.getAttribute('aria-valuenow')) >= 20,
+        15_000,
       );
       const during = await stats(d);
       const fill = during.fills.find((f) => f.digest === digest);
