@@ -3,9 +3,14 @@
 #   docker run -d -p 5000:5000 -v docxy-data:/var/lib/docxy docxy
 # The configuration is /etc/docxy/config.yaml (config.example.yaml unless you mount your own);
 # DOCXY_* variables override any key.
+# Where no image can be pulled, build on a local base instead (docs/deployment.md):
+#   docker build --build-arg NODE_IMAGE=docxy-node:24 -t docxy .
+
+# The Node.js base of both stages: any image with node, npm and a `node` user (uid 1000).
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # --- build: compile TypeScript to dist/ ---------------------------------------------------------
-FROM node:20-bookworm-slim AS build
+FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -14,7 +19,7 @@ COPY src ./src
 RUN npm run build
 
 # --- runtime: production dependencies and the compiled code only ---------------------------------
-FROM node:20-bookworm-slim AS runtime
+FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production \
     DOCXY_DATA=/var/lib/docxy
 WORKDIR /opt/docxy

@@ -333,7 +333,14 @@ describe('deployment files', () => {
     const stages = dockerfileStages();
     assert.equal(stages.length, 2);
     const [build, runtime] = stages as [{ from: string; lines: string[] }, { from: string; lines: string[] }];
-    assert.match(build.from, /^FROM node:20-bookworm-slim AS build$/);
+    // Both stages build on NODE_IMAGE, by default the public Node image of a supported LTS major
+    // (container-image.test.ts builds on a local base passed as the build argument).
+    const arg = /^ARG NODE_IMAGE=node:(\d+)-bookworm-slim$/m.exec(
+      readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8'),
+    );
+    assert.ok(arg !== null, 'ARG NODE_IMAGE=node:<major>-bookworm-slim before the first FROM');
+    assert.ok(Number(arg[1]) >= 22 && Number(arg[1]) % 2 === 0, `node:${arg[1]} is a supported LTS major`);
+    assert.match(build.from, /^FROM \$\{NODE_IMAGE\} AS build$/);
     assert.ok(build.lines.includes('RUN npm ci --no-audit --no-fund'));
     assert.ok(build.lines.includes('RUN npm run build'));
     const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as {
@@ -342,7 +349,7 @@ describe('deployment files', () => {
     };
     assert.equal(typeof pkg.scripts.build, 'string', 'package.json has the build script');
 
-    assert.match(runtime.from, /^FROM node:20-bookworm-slim AS runtime$/);
+    assert.match(runtime.from, /^FROM \$\{NODE_IMAGE\} AS runtime$/);
     assert.ok(runtime.lines.some((l) => /^RUN npm ci --omit=dev\b/.test(l)));
     assert.ok(runtime.lines.includes('COPY --from=build /src/dist ./dist'));
     // tsconfig.build.json compiles src/ into dist/, which bin/docxy.js loads.
