@@ -11,7 +11,8 @@
  *   run    -- the image's own CMD and shipped config, overridden only by DOCXY_* variables: runs
  *             as uid 1000, answers /health, serves `docker pull` (registry-mirrors) from the fake
  *             Hub with the cache on a named volume; a new container on the same volume serves the
- *             pull with the upstream stopped; `docker stop` ends it with exit 0
+ *             pull with the upstream stopped; `docker stop` ends it with exit 0; with
+ *             `auth.anonymous: false` and the image's own `htpasswd add`, docker login + pull
  *
  * The daemon has no bridge (see dockerd.ts), so the build's RUN steps and the container use the
  * host's network: Docxy listens on 127.0.0.1:<free port>, where the same daemon's mirror points.
@@ -51,7 +52,7 @@ async function dockerOk(args: readonly string[], timeoutMs = 120_000): Promise<s
 }
 
 /** Starts Docxy from the image: its CMD and config, DOCXY_* for what differs on this host. */
-async function runDocxy(name: string): Promise<void> {
+async function runDocxy(name: string, env: readonly string[] = []): Promise<void> {
   await dockerOk([
     'run',
     '-d',
@@ -67,6 +68,7 @@ async function runDocxy(name: string): Promise<void> {
     `DOCXY_PUBLIC_URL=http://127.0.0.1:${port}`,
     '-e',
     `DOCXY_UPSTREAM=${theHub().registryUrl}`,
+    ...env.flatMap((e) => ['-e', e]),
     IMAGE,
   ]);
   await waitFor(
@@ -186,5 +188,37 @@ describe('the container image', () => {
     assert.equal(pull.code, 0, `${show(pull)}\n${await containerLog('docxy-2')}`);
     assert.equal(await theDocker().imageId('tiny:1'), TINY.configDigest);
     await dockerOk(['rm', '-f', 'docxy-2'], 60_000);
+  });
+
+  it('runs with authentication on: its own htpasswd add, docker login, docker pull', async (t) => {
+    // Regression: jose was missing from production installs, so this exited at start.
+    const file = '/var/lib/docxy/htpasswd';
+    const add = await theDocker().docker(
+      [
+        'run',
+        '--rm',
+        '-i',
+        '-v',
+        `${VOLUME}:/var/lib/docxy`,
+        IMAGE,
+        'docxy',
+        'htpasswd',
+        'add',
+        file,
+        'dora',
+      ],
+      { input: 'dora-secret\n', timeoutMs: 60_000 },
+    );
+    assert.equal(add.code, 0, show(add));
+    await runDocxy('docxy-auth', ['DOCXY_AUTH__ANONYMOUS=false', `DOCXY_AUTH__HTPASSWD=${file}`]);
+    t.after(() => theDocker().docker(['rm', '-f', 'docxy-auth'], { timeoutMs: 60_000 }));
+    const host = `127.0.0.1:${port}`;
+    const anonymous = await theDocker().pull(`${host}/tiny:1`);
+    assert.notEqual(anonymous.code, 0, 'an anonymous pull is refused');
+    const login = await theDocker().login(host, 'dora', 'dora-secret');
+    assert.equal(login.code, 0, `${show(login)}\n${await containerLog('docxy-auth')}`);
+    const pull = await timed(t, 'docker pull with Docxy tokens', () => theDocker().pull(`${host}/tiny:1`));
+    assert.equal(pull.code, 0, `${show(pull)}\n${await containerLog('docxy-auth')}`);
+    assert.equal(await theDocker().imageId(`${host}/tiny:1`), TINY.configDigest);
   });
 });
