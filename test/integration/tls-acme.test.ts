@@ -140,11 +140,12 @@ describe('ACME with pebble', () => {
   it('renews on demand without a restart: new connections get the new certificate', async (t) => {
     const d = need(docxy, 'docxy');
     const redirect = need(d.app.redirectServer(), 'the plain HTTP listener');
+    // Recorded when the request arrives, not on the response's 'finish': the renewal only succeeds
+    // after pebble has read the answer, but 'finish' can still be pending then (a CI run lost it).
+    // That the answer was right is proven by the renewal itself.
     const challenges: string[] = [];
-    const seen = (req: IncomingMessage, res: ServerResponse): void => {
-      res.once('finish', () => {
-        challenges.push(`${req.url ?? ''} ${res.statusCode} ${req.headers['user-agent'] ?? ''}`);
-      });
+    const seen = (req: IncomingMessage, _res: ServerResponse): void => {
+      challenges.push(`${req.url ?? ''} ${req.headers['user-agent'] ?? ''}`);
     };
     redirect.on('request', seen);
     t.after(() => {
@@ -158,9 +159,7 @@ describe('ACME with pebble', () => {
     assert.equal(peer.serial, renewed.serial, 'a new connection sees the renewed certificate');
     assert.equal(peer.san, `DNS:${DOMAIN}`);
     assert.ok(
-      challenges.some((c) =>
-        /^\/\.well-known\/acme-challenge\/[A-Za-z0-9_-]+ 200 (?!node-acme-client)/.test(c),
-      ),
+      challenges.some((c) => /^\/\.well-known\/acme-challenge\/[A-Za-z0-9_-]+ (?!node-acme-client)/.test(c)),
       `pebble (not only acme-client's self-check) fetched the challenge from http_listen:\n${challenges.join('\n')}`,
     );
     assert.equal(d.app.acme()?.challenges.size, 0, 'the answered challenge is forgotten');
