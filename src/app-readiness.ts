@@ -22,7 +22,7 @@ export interface ReadyUpstream {
 export interface ReadyReport {
   status: 'ready' | 'not_ready';
   version: string;
-  storage: ProbeResult & { dir: string };
+  storage: ProbeResult;
   upstreams: ReadyUpstream[];
 }
 
@@ -55,7 +55,7 @@ export function createReadiness(config: Config, stats: Stats): Readiness {
       const body: ReadyReport = {
         status: storage.writable ? 'ready' : 'not_ready',
         version,
-        storage: { ...storage, dir: config.data },
+        storage,
         upstreams: stats.snapshot().upstreams.map(upstreamReadiness),
       };
       return { status: storage.writable ? 200 : 503, body };

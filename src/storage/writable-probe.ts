@@ -10,7 +10,7 @@ import { join } from 'node:path';
 
 export interface ProbeResult {
   writable: boolean;
-  /** Why not, when not writable (the error's code and message). */
+  /** Why not, when not writable: the error's code only (the answer is public; no paths in it). */
   error?: string;
   /** When the probe ran (ISO). */
   checkedAt: string;
@@ -48,8 +48,7 @@ export function createWritableProbe(opts: {
     } catch (err) {
       // A half-done probe must not leave its file behind (ignored when the disk refuses that too).
       await unlink(file).catch(() => undefined);
-      const e = err as NodeJS.ErrnoException;
-      return { writable: false, error: `${e.code ?? 'error'}: ${e.message}`, checkedAt };
+      return { writable: false, error: (err as NodeJS.ErrnoException).code ?? 'error', checkedAt };
     }
   }
 
