@@ -21,6 +21,7 @@ import {
   type FillMetrics,
   type Metrics,
 } from './observability/metrics.ts';
+import { createSummaryLog, type SummaryLog } from './observability/summary-log.ts';
 import { RegistryError } from './registry/errors.ts';
 import type { RegistryClientOptions } from './upstream/registry-client.ts';
 
@@ -38,7 +39,7 @@ export interface Observability {
   readonly cacheSize: CacheSizeMetrics;
   /** Adds /metrics (unless it has its own listener) and the dashboard routes. */
   register(server: FastifyInstance, deps: { blobs: () => BlobService | undefined; users: UserStore }): void;
-  /** Starts the separate metrics listener, when `metrics.listen` is set. */
+  /** Starts the summary log timer and the separate metrics listener, when `metrics.listen` is set. */
   listen(): Promise<void>;
   close(): Promise<void>;
 }
@@ -59,6 +60,7 @@ export function createObservability(config: Config, log: Logger): Observability 
     activeFills: () => blobs()?.activeFills() ?? [],
   });
   let metricsServer: Server | undefined;
+  let summary: SummaryLog | undefined;
 
   return {
     metrics,
@@ -118,6 +120,7 @@ export function createObservability(config: Config, log: Logger): Observability 
       }
     },
     async listen() {
+      summary ??= createSummaryLog({ stats, log, intervalMs: config.log.summary_interval });
       const listen = config.metrics.listen;
       if (metrics === undefined || listen === undefined) return;
       // Its own address: whoever reaches it may scrape (the operator chose where it listens).
@@ -144,6 +147,7 @@ export function createObservability(config: Config, log: Logger): Observability 
       log.info({ metricsListen: s.address() }, 'metrics listening');
     },
     async close() {
+      summary?.close();
       const s = metricsServer;
       if (s !== undefined)
         await new Promise<void>((resolve) =>

@@ -4,6 +4,7 @@
 import type { AddressInfo } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { createObservability, type Observability } from './app-observability.ts';
+import { createReadiness } from './app-readiness.ts';
 import { createAccessController } from './auth/access-controller.ts';
 import { createAccessProofs } from './auth/access-proofs.ts';
 import { createUserStore } from './auth/htpasswd.ts';
@@ -306,7 +307,8 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
     log: log.child({ module: 'access' }),
   });
 
-  registerHealthRoute(server);
+  const readiness = createReadiness(config, obs.stats);
+  registerHealthRoute(server, readiness);
   const standIns = createStandInTokens();
   obs.register(server, { blobs: () => blobs, users });
   registerTokenRoute(server, { router, access, staleTokens: storage !== undefined, standIns });
@@ -334,6 +336,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
         const r = createRedirectListener({
           publicUrl: publicUrlOf,
           challenges: () => acmeManager?.challenges,
+          ready: readiness,
         });
         const { host: rh, port: rp } = splitHostPort(config.http_listen);
         await new Promise<void>((resolve, reject) => {

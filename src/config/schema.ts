@@ -347,6 +347,15 @@ export const configSchema = z
       .optional()
       .describe('the URL clients reach Docxy at; every URL Docxy emits (token realm) is built from it'),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    log: z
+      .object({
+        summary_interval: duration
+          .default(60_000)
+          .describe('log one info line with the cache counters since the last one this often; 0 = never'),
+      })
+      .strict()
+      .default({ summary_interval: 60_000 })
+      .describe('logging beyond the one line per request'),
     memory: z
       .object({
         heap_target: size

@@ -1,14 +1,17 @@
 /**
- * The plain HTTP listener beside HTTPS: ACME HTTP-01 challenges and `/health` are answered here,
+ * The plain HTTP listener beside HTTPS: ACME HTTP-01 challenges, `/health` and `/health/ready` are
+ * answered here,
  * everything else is redirected (308, method kept) to the same path on the public HTTPS URL — built
  * from the configuration, never from the Host header.
  */
 import { createServer, type Server } from 'node:http';
+import type { Readiness } from '../app-readiness.ts';
 import { version } from '../version.ts';
 
 export function createRedirectListener(opts: {
   publicUrl: () => string;
   challenges: () => ReadonlyMap<string, string> | undefined;
+  ready?: Readiness;
 }): Server {
   return createServer((req, res) => {
     const url = req.url ?? '/';
@@ -23,6 +26,17 @@ export function createRedirectListener(opts: {
     if (path === '/health') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ status: 'ok', version }));
+      return;
+    }
+    const ready = opts.ready;
+    if (path === '/health/ready' && ready !== undefined) {
+      ready.check().then(
+        ({ status, body }) =>
+          res
+            .writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+            .end(JSON.stringify(body)),
+        () => res.writeHead(500).end(),
+      );
       return;
     }
     // Only a path and query from the request: a full URL or a scheme-relative one is not a path.

@@ -233,6 +233,15 @@ describe('the plain HTTP listener beside HTTPS', () => {
     assert.equal((JSON.parse(res.body) as { status?: unknown }).status, 'ok');
   });
 
+  it('answers /health/ready itself with the readiness JSON, never redirecting it', async () => {
+    const res = await plainGet(httpPort, '/health/ready', 'evil.example');
+    assert.equal(res.status, 200, res.body);
+    assert.equal(res.headers.location, undefined);
+    const body = JSON.parse(res.body) as { status?: unknown; storage?: { writable?: unknown } };
+    assert.equal(body.status, 'ready');
+    assert.equal(body.storage?.writable, true);
+  });
+
   it('answers ACME challenge paths itself (404 for a token it does not hold), never redirecting them', async () => {
     const res = await plainGet(httpPort, '/.well-known/acme-challenge/unknown-token_1', 'evil.example');
     assert.equal(res.status, 404);
