@@ -20,7 +20,7 @@ import { stringify } from 'yaml';
 const ESC = '\u001b';
 
 import { need } from '../helpers/client-steps.ts';
-import { runCommand, shQuote, type CmdResult } from '../helpers/clients/common.ts';
+import { runCommand, shQuote } from '../helpers/clients/common.ts';
 import { startSkopeo, type Skopeo } from '../helpers/clients/skopeo.ts';
 import { spawnDocxy, type DocxyProcess } from '../helpers/docxy-process.ts';
 import { startFakeHub, type FakeHub } from '../helpers/fake-hub.ts';
@@ -32,9 +32,7 @@ import {
   type ImageDescriptor,
 } from '../helpers/images.ts';
 import { makeTmpDir } from '../helpers/tmp.ts';
-
-const REPO_ROOT = join(import.meta.dirname, '..', '..');
-const ENTRY = join(REPO_ROOT, 'test', 'helpers', 'docxy-entry.ts');
+import { cliEnv, docxyCli, ENTRY, REPO_ROOT, showCmd } from '../helpers/docxy-cli.ts';
 
 let hub: FakeHub | undefined;
 let docxy: DocxyProcess | undefined;
@@ -48,19 +46,7 @@ const theDocxy = (): DocxyProcess => need(docxy, 'docxy');
 const image = (name: DefaultImageName): ImageDescriptor => need(images, 'the seeded images')[name];
 const children = (d: ImageDescriptor): ChildDescriptor[] => need(d.children, `${d.repo}'s platforms`);
 
-function cliEnv(): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DOCXY_')));
-}
-
-function docxyCli(args: readonly string[]): Promise<CmdResult> {
-  return runCommand(process.execPath, ['--import', 'tsx', ENTRY, ...args], {
-    env: cliEnv(),
-    cwd: REPO_ROOT,
-    timeoutMs: 60_000,
-  });
-}
-
-const show = (r: CmdResult): string => `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
+const show = showCmd;
 
 function objectFile(kind: 'blobs' | 'manifests', digest: string): string {
   const [alg, hex] = digest.split(':');
