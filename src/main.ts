@@ -4,6 +4,9 @@ import { configCheck, configPrint } from './cli/config-check.ts';
 import { serve } from './cli/serve.ts';
 import { cacheGc, cacheLs, cacheRm } from './cli/cache.ts';
 import { printClientConfig } from './cli/client-config.ts';
+import { cacheStats } from './cli/cache-stats.ts';
+import { serverUrl } from './cli/server-url.ts';
+import { warmCommand } from './cli/warm-command.ts';
 import { htpasswdAddCommand } from './cli/htpasswd.ts';
 import { loadConfig, type Flags } from './config/load.ts';
 import { createLogger } from './observability/logger.ts';
@@ -64,6 +67,29 @@ export async function main(argv: readonly string[]): Promise<void> {
       process.exitCode = await cacheRm(loadConfig(opts), ref, write);
     },
   );
+  cacheOpts(
+    cache
+      .command('stats')
+      .description("a running Docxy's /-/api/stats, or the data directory's contents offline")
+      .option('--server <url>', 'the Docxy to ask (default: public_url, else the listen address)')
+      .option('--offline', 'read the data directory even if a server answers')
+      .option('--json', 'one JSON object instead of text'),
+  ).action(
+    async (opts: { config?: string; data?: string; server?: string; offline?: boolean; json?: boolean }) => {
+      const config = loadConfig({ config: opts.config, data: opts.data });
+      process.exitCode = await cacheStats(
+        config,
+        {
+          server: opts.server ?? serverUrl(config),
+          offline: opts.offline === true,
+          json: opts.json === true,
+        },
+        write,
+        (s) => process.stderr.write(s),
+      );
+    },
+  );
+  warmCommand(program);
   program
     .command('htpasswd')
     .description('manage an htpasswd file (bcrypt, as htpasswd -B writes)')
@@ -83,9 +109,7 @@ export async function main(argv: readonly string[]): Promise<void> {
     .option('--upstream <name...>', 'only these upstreams (default: all)')
     .action((opts: { config?: string; publicUrl?: string; upstream?: string[] }) => {
       const config = loadConfig({ config: opts.config, publicUrl: opts.publicUrl });
-      const publicUrl =
-        config.public_url ?? `http://${config.listen.replace(/^0\.0\.0\.0:|^\[::\]:/, '127.0.0.1:')}`;
-      process.exitCode = printClientConfig(config, publicUrl, opts.upstream ?? [], write);
+      process.exitCode = printClientConfig(config, serverUrl(config), opts.upstream ?? [], write);
     });
   await program.parseAsync(argv);
 }

@@ -23,7 +23,6 @@ import { stringify } from 'yaml';
 
 import { formatSize } from '../../src/config/units.ts';
 import { need } from '../helpers/client-steps.ts';
-import { runCommand, type CmdResult } from '../helpers/clients/common.ts';
 import { startDocxy, type TestDocxy } from '../helpers/docxy.ts';
 import { startFakeHub, type FakeHub } from '../helpers/fake-hub.ts';
 import { httpGet, pullToken } from '../helpers/http.ts';
@@ -40,10 +39,8 @@ import {
   type TestImage,
 } from '../helpers/images.ts';
 import { makeTmpDir } from '../helpers/tmp.ts';
+import { docxyCli, REPO_ROOT, showCmd } from '../helpers/docxy-cli.ts';
 import { waitFor } from '../helpers/process.ts';
-
-const REPO_ROOT = join(import.meta.dirname, '..', '..');
-const ENTRY = join(REPO_ROOT, 'test', 'helpers', 'docxy-entry.ts');
 
 let hub: FakeHub | undefined;
 let docxy: TestDocxy | undefined;
@@ -222,19 +219,7 @@ function assertConsistent(what: string): void {
 // Running the CLI
 
 /** The test's environment without DOCXY_* variables, which would override the files given. */
-function cliEnv(): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DOCXY_')));
-}
-
-async function docxyCli(args: readonly string[]): Promise<CmdResult> {
-  return runCommand(process.execPath, ['--import', 'tsx', ENTRY, ...args], {
-    env: cliEnv(),
-    cwd: REPO_ROOT,
-    timeoutMs: 60_000,
-  });
-}
-
-const show = (r: CmdResult): string => `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
+const show = showCmd;
 
 /** `cache ls` rows as `{upstream, repository, tag, digest, size}`, header and summary left out. */
 function lsRows(
