@@ -28,7 +28,7 @@ import {
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import { NODE_VERSIONS, ensureNodeBin } from './node-bin.mjs';
+import { CACHE_DIR, NODE_VERSIONS, ensureNodeBin } from './node-bin.mjs';
 
 /** Debian release of the image (the official `node:*-bookworm-slim` images use the same). */
 export const SUITE = 'bookworm';
@@ -39,8 +39,6 @@ export const IMPORT_CHANGES = [
   'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
   'CMD ["node"]',
 ];
-
-const root = join(import.meta.dirname, '..');
 
 /**
  * The build host's own CA certificates (Debian's place for local CAs). A base made on this host
@@ -64,7 +62,7 @@ export function baseImagePath(major) {
   const cas = createHash('sha256');
   for (const ca of localCas()) cas.update(ca.name).update(ca.pem);
   const key = `${SUITE}-minbase-node-${node}-npm-${NPM_VERSION}-ca-${cas.digest('hex').slice(0, 12)}`;
-  return join(root, '.cache', 'base-image', `${key}.tar`);
+  return join(CACHE_DIR, 'base-image', `${key}.tar`);
 }
 
 function run(cmd, args, opts = {}) {

