@@ -7,8 +7,9 @@
  *   node --import tsx bench/soak.ts --connections 500 --seconds 30     # a quick look
  *
  * Flags: --connections N (1000), --seconds S (600), --big N (connections looping on the 64 MiB
- * blob, 4), --cold-percent P (5), --heap-target SIZE (Docxy's memory.heap_target; default: its
- * own default), --warmup S (60: the RSS "growth" is measured after it).
+ * blob, 4), --cold-percent P (5), --heap-target SIZE, --semi-space SIZE, --malloc-arenas N (Docxy's
+ * memory.heap_target, semi_space, malloc_arenas; default: its own defaults), --warmup S (60: the
+ * RSS "growth" is measured after it).
  *
  * The fake hub (Distribution 2.8 + token server, blobs served by the registry) holds the test
  * images (every manifest media type, a multi-arch index), a 64 MiB blob and a pool of 512 small
@@ -20,7 +21,7 @@
  * Docxy's RSS is sampled every 100 ms; the result goes to bench/results/soak-latest.json.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from 'undici';
@@ -39,6 +40,8 @@ const { values: flags } = parseArgs({
     big: { type: 'string', default: '4' },
     'cold-percent': { type: 'string', default: '5' },
     'heap-target': { type: 'string' },
+    'semi-space': { type: 'string' },
+    'malloc-arenas': { type: 'string' },
     warmup: { type: 'string', default: '60' },
   },
 });
@@ -123,10 +126,12 @@ try {
   };
 
   const heapTarget = flags['heap-target'];
-  const d = await startDocxy(hub, {
-    log_level: 'warn',
-    ...(heapTarget === undefined ? {} : { memory: { heap_target: heapTarget } }),
-  });
+  const memory = {
+    ...(heapTarget === undefined ? {} : { heap_target: heapTarget }),
+    ...(flags['semi-space'] === undefined ? {} : { semi_space: flags['semi-space'] }),
+    ...(flags['malloc-arenas'] === undefined ? {} : { malloc_arenas: Number(flags['malloc-arenas']) }),
+  };
+  const d = await startDocxy(hub, { log_level: 'warn', memory });
   docxy = d;
   const dataDir = /data: (.*)/.exec(d.config ?? '')?.[1] ?? '';
   const storage = createFilesystemDriver(dataDir);
@@ -239,6 +244,7 @@ try {
       hwm: sampler.rootHwm / 2 ** 20,
     },
     heapTarget: heapTarget ?? 'default',
+    memory: { ...memory, cmdline: readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(1, -1) },
   };
   const ok = failures.size === 0 && result.rssMiB.growthAfterWarmup < 20 && result.rssMiB.peak < 200;
   console.log(JSON.stringify(result, null, 2));

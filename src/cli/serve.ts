@@ -6,11 +6,15 @@
 import { createApp } from '../app.ts';
 import { loadConfig, type Flags } from '../config/load.ts';
 import { startHeapGovernor } from '../heap-governor.ts';
+import { reexecForMemory } from '../memory-tuning.ts';
 import { createLogger } from '../observability/logger.ts';
 
 export async function serve(flags: Flags): Promise<void> {
   const config = loadConfig(flags);
+  // Before anything starts: when the memory settings need a re-exec, this call does not return.
+  const notTuned = reexecForMemory(config.memory);
   const log = createLogger(config.log_level);
+  if (notTuned !== undefined) log.warn(notTuned);
   const app = createApp(config, log);
   await app.listen();
   const governor =

@@ -359,13 +359,27 @@ export const configSchema = z
     memory: z
       .object({
         heap_target: size
-          .default(96 * 1024 ** 2)
+          .default(64 * 1024 ** 2)
           .describe(
             'soft cap of the JavaScript heap: past it a full garbage collection runs (at most once a second); 0 = leave it to V8',
           ),
+        semi_space: size
+          .default(6 * 1024 ** 2)
+          .describe(
+            "V8's young-generation semi-space (node --max-semi-space-size), applied by `docxy serve` re-executing itself once; 0 = V8's default",
+          ),
+        malloc_arenas: z
+          .number()
+          .int()
+          .min(0)
+          .max(64)
+          .default(1)
+          .describe(
+            "glibc malloc arenas (MALLOC_ARENA_MAX), applied like semi_space; 0 = glibc's default; an environment's own MALLOC_ARENA_MAX wins",
+          ),
       })
       .strict()
-      .default({ heap_target: 96 * 1024 ** 2 })
+      .default({ heap_target: 64 * 1024 ** 2, semi_space: 6 * 1024 ** 2, malloc_arenas: 1 })
       .describe('process memory'),
     data: z.string().min(1).default('./data').describe('the data directory: the filesystem cache lives here'),
     default_upstream: z

@@ -150,7 +150,14 @@ describe('serve on the embedded default, --upstream at the fake Hub', () => {
     const d = theDocxy();
     assert.equal(realpathSync(`/proc/${d.proc.pid}/exe`), realpathSync(process.execPath));
     const cmdline = readFileSync(`/proc/${d.proc.pid}/cmdline`, 'utf8').split('\0');
-    assert.equal(cmdline[1], theInstall().bin, `started from the install: ${cmdline.join(' ')}`);
+    // `docxy serve` re-executed itself in place (same PID) with the memory settings node needs at start.
+    assert.deepEqual(
+      cmdline.slice(1, 4),
+      ['--max-semi-space-size=6', theInstall().bin, 'serve'],
+      `started from the install, re-executed with the memory defaults: ${cmdline.join(' ')}`,
+    );
+    const environ = readFileSync(`/proc/${d.proc.pid}/environ`, 'utf8').split('\0');
+    assert.ok(environ.includes('MALLOC_ARENA_MAX=1'), 'glibc arenas capped');
   });
 
   it('serves library/tiny:1 by HTTP: manifest, config and layer with their digests', async (t) => {
