@@ -23,7 +23,7 @@ import { acceptList } from '../../cache/tag-policy.ts';
 import { pipeline } from 'node:stream/promises';
 import { headerValue, type RegistryClient, type UpstreamResponse } from '../../upstream/registry-client.ts';
 import { version } from '../../version.ts';
-import { countBytes, relay } from '../relay.ts';
+import { countBytes, relay, rewriteLink } from '../relay.ts';
 import { discardBody, sendBody } from '../response-sink.ts';
 import { isBodySource } from '../../cache/body-source.ts';
 import type { AccessController } from '../../auth/access-controller.ts';
@@ -352,7 +352,12 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
     request.ctx.cache = answer.cache;
     reply.hijack();
     const raw = reply.raw;
-    raw.writeHead(answer.status, { ...answer.headers, 'docker-distribution-api-version': 'registry/2.0' });
+    const { link } = answer.headers; // a stored tags/list page may point at the next one
+    raw.writeHead(answer.status, {
+      ...answer.headers,
+      ...(link === undefined ? {} : { link: rewriteLink(link, relayOptions(up, abort)) }),
+      'docker-distribution-api-version': 'registry/2.0',
+    });
     const body = answer.body;
     if (body === undefined || request.method === 'HEAD') {
       discardBody(body);
@@ -506,28 +511,30 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
         });
         return;
       }
-      case 'base':
       case 'tags':
-      case 'referrers':
+      case 'referrers': {
+        const subject = route.kind === 'referrers' ? parseDigest(route.digest) : undefined;
+        if (route.kind === 'referrers' && subject === undefined) throw new RegistryError('DIGEST_INVALID');
+        const listings = up.listings;
+        const query = forwardQuery(request.url, route.kind === 'tags' ? ['n', 'last'] : ['artifactType']);
+        const answer = await listings?.get({ method, name, query: query.slice(1), subject });
+        // Not Docxy's to list (a private repository): the client's own attempt, relayed and never stored.
+        if (answer === undefined || (refused(answer) && clientCredentials(request) !== undefined)) {
+          if (answer?.kind === 'upstream') discard(answer.response.body);
+          request.ctx.cache = 'bypass';
+          await fallback();
+          return;
+        }
+        await writeCacheReply(up, request, reply, answer, abort, { kind: 'manifest', name });
+        return;
+      }
+      case 'base':
         try {
           await fallback();
         } catch (err) {
           if (!(err instanceof RegistryError) || err.status < 502 || reply.sent) throw err;
           request.ctx.cache = 'stale';
-          if (route.kind === 'base') {
-            staleBase(up, reply);
-            return;
-          }
-          if (route.kind === 'tags') {
-            const tags = await manifests.cachedTags(name);
-            if (tags.length === 0) throw err;
-            reply
-              .header('docker-distribution-api-version', 'registry/2.0')
-              .type('application/json')
-              .send({ name, tags });
-            return;
-          }
-          throw err;
+          staleBase(up, reply);
         }
         return;
     }
