@@ -5,23 +5,24 @@
  * when the upstream fails the stored answer is served stale. Each answer is stored per query
  * (`n`/`last`, `artifactType`) as its exact bytes plus the headers that give them meaning.
  *
- * Only what Docxy's own upstream identity fetched is stored (`shared`): a repository Docxy may not
- * list is refused here, and the route relays the client's own attempt uncached.
+ * Only what Docxy's own upstream identity fetched is stored (`shared`). A repository Docxy may not
+ * list is refused; the route then asks again with the client's own credentials (`fetch`), and that
+ * answer is neither read from nor written to the store: it reaches only the client that fetched it.
  *
  * An upstream without the referrers API (Distribution 2.8 answers 404) is answered here as the
  * spec's clients would fall back: from the index at the Referrers Tag, fetched through the
  * manifest cache (registry/referrers.ts).
  */
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { mediaTypes } from '../registry/media-types.ts';
+import { maxManifestBytes, mediaTypes } from '../registry/media-types.ts';
 import type { Digest } from '../registry/reference.ts';
 import { emptyReferrers, referrersFromIndex, referrersTag } from '../registry/referrers.ts';
 import type { StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
-import { discard, readUpTo } from '../upstream/body.ts';
+import { discard, readCapped, readUpTo } from '../upstream/body.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
-import type { ManifestService } from './manifest-service.ts';
+import type { ManifestService, UpstreamManifestFetch } from './manifest-service.ts';
 import type { CacheReply, CacheResult } from './reply.ts';
 import { isFailureError, isUpstreamFailure, type Checked, type TagPolicy } from './tag-policy.ts';
 
@@ -39,6 +40,13 @@ export interface ListingRequest {
   readonly query: string;
   /** The subject of a referrers request; absent for tags/list. */
   readonly subject?: Digest;
+  /** The client's own credentials (a private repository): fetched fresh, never stored, relayed. */
+  readonly fetch?: ClientListingFetch;
+}
+
+export interface ClientListingFetch {
+  readonly listing: UpstreamListingFetch;
+  readonly manifest: UpstreamManifestFetch;
 }
 
 /** GETs a listing path (with query) from the upstream with Docxy's own identity. */
@@ -137,25 +145,45 @@ export function createListingService(deps: ListingServiceDeps): ListingService {
     };
   }
 
-  /** The referrers answer built from the Referrers Tag's index (through the manifest cache). */
-  async function fromReferrersTag(req: ListingRequest, subject: Digest, checkedAt: number): Promise<Fetched> {
+  /**
+   * The Referrers Tag's manifest: its bytes when it is an OCI index, undefined when there is none
+   * (404, or another kind of manifest), or the upstream's refusal. Docxy's identity goes through
+   * the manifest cache (the tag is cached like any other); a client's credentials fetch it directly.
+   */
+  async function tagIndex(req: ListingRequest, tag: string): Promise<Buffer | UpstreamResponse | undefined> {
+    if (req.fetch !== undefined) {
+      const res = await req.fetch.manifest({ method: 'GET', name: req.name, reference: tag });
+      if (res.status !== 200) {
+        if (res.status !== 404) return res;
+        discard(res.body);
+        return undefined;
+      }
+      const bytes = await readCapped(res.body, maxManifestBytes, 'manifest');
+      return headerValue(res.headers, 'content-type') === mediaTypes.ociIndex ? bytes : undefined;
+    }
     const got = await deps.manifests.get({
       method: 'GET',
       name: req.name,
-      reference: referrersTag(subject),
+      reference: tag,
       referenceIsDigest: false,
       accept: [],
     });
-    if (got !== 'bypass' && got.kind === 'upstream' && got.response.status !== 404) return got;
-    if (got !== 'bypass' && got.kind === 'upstream') discard(got.response.body);
+    if (got === 'bypass') return undefined;
+    if (got.kind === 'upstream') {
+      if (got.response.status !== 404) return got.response;
+      discard(got.response.body);
+      return undefined;
+    }
+    return Buffer.isBuffer(got.body) && got.headers['content-type'] === mediaTypes.ociIndex
+      ? got.body
+      : undefined;
+  }
+
+  /** The referrers answer built from the Referrers Tag's index. */
+  async function fromReferrersTag(req: ListingRequest, subject: Digest, checkedAt: number): Promise<Fetched> {
+    const index = await tagIndex(req, referrersTag(subject));
+    if (index !== undefined && !Buffer.isBuffer(index)) return { response: index };
     const artifactType = new URLSearchParams(req.query).get('artifactType') ?? '';
-    const index =
-      got !== 'bypass' &&
-      got.kind === 'local' &&
-      Buffer.isBuffer(got.body) &&
-      got.headers['content-type'] === mediaTypes.ociIndex
-        ? got.body
-        : undefined;
     const answer =
       index === undefined
         ? { bytes: emptyReferrers(), filtered: artifactType !== '' }
@@ -171,7 +199,7 @@ export function createListingService(deps: ListingServiceDeps): ListingService {
       req.subject === undefined
         ? `/v2/${req.name}/tags/list${q}`
         : `/v2/${req.name}/referrers/${req.subject.value}${q}`;
-    const res = await deps.fetch({ url, name: req.name });
+    const res = await (req.fetch?.listing ?? deps.fetch)({ url, name: req.name });
     if (req.subject !== undefined && noReferrersApi(res.status)) {
       discard(res.body);
       return fromReferrersTag(req, req.subject, checkedAt);
@@ -196,9 +224,26 @@ export function createListingService(deps: ListingServiceDeps): ListingService {
     return serve(req, { checkedAt: 0, headers: { 'content-type': 'application/json' }, body }, 'stale');
   }
 
+  /** A client's own answer, relayed like an upstream one (the route never stores or shares it). */
+  async function relayed(req: ListingRequest, query: string): Promise<CacheReply> {
+    const got = await fetchListing(req, query, now());
+    if ('response' in got) return { kind: 'upstream', response: got.response };
+    const { headers, body } = got.entry;
+    return {
+      kind: 'upstream',
+      response: {
+        status: 200,
+        url: '',
+        headers: { ...headers, 'content-length': String(body.length) },
+        body: Readable.from([body]),
+      },
+    };
+  }
+
   return {
     async get(req) {
       const query = canonicalQuery(req.query);
+      if (req.fetch !== undefined) return relayed(req, query);
       const key =
         req.subject === undefined
           ? paths.tagList(deps.upstream, req.name, query)

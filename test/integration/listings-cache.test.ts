@@ -53,6 +53,8 @@ let subject: ImageDescriptor | undefined;
 let lonely: ImageDescriptor | undefined;
 let referrersIndex: Pushed | undefined;
 let sbomDescriptor: Record<string, unknown> | undefined;
+let privateSubject: ImageDescriptor | undefined;
+let privateIndex: Buffer | undefined;
 
 const theHub = (): FakeHub => need(hub, 'the fake hub');
 
@@ -93,7 +95,18 @@ before(async () => {
     privateRepositories: { [PRIVATE]: [alice.username] },
   });
   for (const tag of ['1', '2', '3']) await pushImage(hub, await buildImage({ repo: 'library/lsttags', tag }));
-  await pushImage(hub, await buildImage({ repo: PRIVATE, tag: 'secret-tag' }));
+  privateSubject = await pushImage(hub, await buildImage({ repo: PRIVATE, tag: 'secret-tag' }));
+  const secret = await pushArtifact(PRIVATE, privateSubject, SBOM);
+  const secretIndex = Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [secret] }),
+  );
+  await pushManifest(hub, PRIVATE, {
+    reference: `sha256-${privateSubject.digest.slice('sha256:'.length)}`,
+    mediaType: OCI_INDEX,
+    digest: sha256(secretIndex),
+    bytes: secretIndex,
+  });
+  privateIndex = secretIndex;
   subject = await pushImage(hub, await buildImage({ repo: 'library/lstref', tag: '1', format: 'oci' }));
   lonely = await pushImage(
     hub,
@@ -304,23 +317,59 @@ describe('referrers through the cache (an upstream without the referrers API)', 
 });
 
 describe('a private repository listed with a client credential', () => {
-  it('is relayed to that client, never stored, and refused to an anonymous client', async () => {
+  /** What is stored under listings/ (relative paths). */
+  const storedListings = (d: TestDocxy): string[] => filesUnder(join(d.dataDir, 'objects', 'listings'));
+  const aliceToken = (d: TestDocxy): Promise<string> =>
+    pullToken(`${d.url}/auth/token`, theHub().service, PRIVATE, basicAuthorization(alice));
+
+  it('tags/list: relayed to that client, never stored, refused to an anonymous client', async () => {
     const d = need(warm, 'docxy');
-    const token = await pullToken(
-      `${d.url}/auth/token`,
-      theHub().service,
-      PRIVATE,
-      basicAuthorization(alice),
-    );
+    const token = await aliceToken(d);
     const path = `/v2/${PRIVATE}/tags/list`;
     const hers = await httpGet(`${d.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
     assert.equal(hers.status, 200, hers.body.toString());
-    assert.deepEqual(hers.json(), { name: PRIVATE, tags: ['secret-tag'] });
+    const body = hers.json() as { name: string; tags: string[] };
+    assert.equal(body.name, PRIVATE);
+    assert.ok(body.tags.includes('secret-tag'), JSON.stringify(body));
     assert.equal(await cacheOf(d, path, 1), 'bypass');
-    assert.deepEqual(filesUnder(join(d.dataDir, 'objects', 'listings', 'docker.io', 'private')), []);
+    assert.ok(
+      storedListings(d).some((f) => f.startsWith('docker.io/library/lsttags/')),
+      'control: public lists are stored',
+    );
+    assert.deepEqual(
+      storedListings(d).filter((f) => f.includes('private')),
+      [],
+    );
     const anonymous = await get(d, path);
     assert.equal(anonymous.status, 401);
     assert.ok(!anonymous.body.includes('secret-tag'), anonymous.body.toString());
+  });
+
+  it('referrers: answered to that client from its Referrers Tag, fetched anew each time, never to anyone else', async () => {
+    const d = need(warm, 'docxy');
+    const token = await aliceToken(d);
+    const s = need(privateSubject, 'private subject');
+    const path = `/v2/${PRIVATE}/referrers/${s.digest}`;
+    for (let i = 1; i <= 2; i++) {
+      const mark = await markUpstream(theHub());
+      const hers = await httpGet(`${d.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(hers.status, 200, hers.body.toString());
+      assert.equal(hers.header('content-type'), OCI_INDEX);
+      assert.deepEqual(hers.body, need(privateIndex, 'private index'));
+      assert.equal(await cacheOf(d, path, i), 'bypass');
+      const upstream = await seen(mark, `/v2/${PRIVATE}/`);
+      assert.ok(
+        upstream.includes(`GET /v2/${PRIVATE}/manifests/sha256-${s.digest.slice('sha256:'.length)} 200`),
+        `request ${i} asked the upstream with her credentials: ${upstream.join(', ')}`,
+      );
+    }
+    assert.deepEqual(
+      storedListings(d).filter((f) => f.includes('private')),
+      [],
+    );
+    const anonymous = await get(d, path);
+    assert.equal(anonymous.status, 401, anonymous.body.toString());
+    assert.ok(!anonymous.body.includes(need(privateIndex, 'private index')));
   });
 });
 

@@ -19,6 +19,7 @@ import type { AccessProofs } from '../../auth/access-proofs.ts';
 import type { RepositoryLinks } from '../../cache/links.ts';
 import { rewriteRealm } from '../../upstream/auth-challenge.ts';
 import type { CacheReply } from '../../cache/reply.ts';
+import type { ClientListingFetch } from '../../cache/listing-service.ts';
 import { acceptList } from '../../cache/tag-policy.ts';
 import { pipeline } from 'node:stream/promises';
 import { headerValue, type RegistryClient, type UpstreamResponse } from '../../upstream/registry-client.ts';
@@ -125,6 +126,13 @@ function clientManifestFetch(up: UpstreamRuntime, credential: string): UpstreamM
       url: `/v2/${name}/manifests/${reference}`,
       headers: { authorization: credential, accept: canonicalAccept },
     });
+}
+
+function clientListingFetch(up: UpstreamRuntime, credential: string): ClientListingFetch {
+  return {
+    listing: ({ url }) => up.client.request({ method: 'GET', url, headers: { authorization: credential } }),
+    manifest: clientManifestFetch(up, credential),
+  };
 }
 
 function clientBlobFetch(up: UpstreamRuntime, credential: string): UpstreamBlobFetch {
@@ -516,14 +524,16 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
         const subject = route.kind === 'referrers' ? parseDigest(route.digest) : undefined;
         if (route.kind === 'referrers' && subject === undefined) throw new RegistryError('DIGEST_INVALID');
         const listings = up.listings;
+        if (listings === undefined) return fallback();
         const query = forwardQuery(request.url, route.kind === 'tags' ? ['n', 'last'] : ['artifactType']);
-        const answer = await listings?.get({ method, name, query: query.slice(1), subject });
-        // Not Docxy's to list (a private repository): the client's own attempt, relayed and never stored.
-        if (answer === undefined || (refused(answer) && clientCredentials(request) !== undefined)) {
-          if (answer?.kind === 'upstream') discard(answer.response.body);
+        const listing = { method, name, query: query.slice(1), subject } as const;
+        let answer = await listings.get(listing);
+        // Not Docxy's to list (a private repository): the client's own answer, never stored.
+        const credential = clientCredentials(request);
+        if (refused(answer) && credential !== undefined) {
+          discard(answer.response.body);
           request.ctx.cache = 'bypass';
-          await fallback();
-          return;
+          answer = await listings.get({ ...listing, fetch: clientListingFetch(up, credential) });
         }
         await writeCacheReply(up, request, reply, answer, abort, { kind: 'manifest', name });
         return;
