@@ -252,32 +252,29 @@ export function createListingService(deps: ListingServiceDeps): ListingService {
       const stored = await load(key);
       if (stored !== undefined && deps.policy.isFresh(stored, t)) return serve(req, stored, 'hit');
       const servable = stored !== undefined && deps.policy.mayServeStale(stored, t) ? stored : undefined;
+      /** While the upstream fails: the stored answer if still servable, else the tags the cache knows. */
+      const staleAnswer = async (why: string): Promise<CacheReply | undefined> => {
+        const answer = servable === undefined ? await knownTags(req, query) : serve(req, servable, 'stale');
+        if (answer !== undefined) log.warn({ name: req.name, key, why }, 'serving stale listing');
+        return answer;
+      };
       let fetched: Fetched;
       try {
         fetched = await fetchListing(req, query, t);
       } catch (err) {
         if (!isFailureError(err)) throw err;
-        if (servable !== undefined) {
-          log.warn({ name: req.name, key, why: (err as Error).message }, 'serving stale listing');
-          return serve(req, servable, 'stale');
-        }
-        const known = await knownTags(req, query);
-        if (known !== undefined) return known;
-        throw err;
+        const answer = await staleAnswer((err as Error).message);
+        if (answer === undefined) throw err;
+        return answer;
       }
       if ('response' in fetched) {
         const { response } = fetched;
-        if (isUpstreamFailure(response.status)) {
-          const fallback =
-            servable === undefined ? await knownTags(req, query) : serve(req, servable, 'stale');
-          if (fallback !== undefined) {
-            discard(response.body);
-            log.warn(
-              { name: req.name, key, why: `upstream answered ${response.status}` },
-              'serving stale listing',
-            );
-            return fallback;
-          }
+        const answer = isUpstreamFailure(response.status)
+          ? await staleAnswer(`upstream answered ${response.status}`)
+          : undefined;
+        if (answer !== undefined) {
+          discard(response.body);
+          return answer;
         }
         // 404 and refusals are relayed and not stored: a repository pushed a moment later must list at once.
         return { kind: 'upstream', response };
