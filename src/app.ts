@@ -23,6 +23,7 @@ import {
   type UpstreamManifestFetch,
 } from './cache/manifest-service.ts';
 import { createTagPolicy } from './cache/tag-policy.ts';
+import { createListingService } from './cache/listing-service.ts';
 import type { Config } from './config/load.ts';
 import type { ResolvedUpstream } from './config/upstreams.ts';
 import { createFlights } from './coordination/single-flight.ts';
@@ -139,6 +140,7 @@ function createUpstream(
       { method, url: `/v2/${name}/manifests/${reference}`, headers: { accept: canonicalAccept } },
       scope(name),
     );
+  const policy = createTagPolicy({ ttlMs: u.tagTtlMs, maxStaleMs: config.cache.max_stale });
   const manifests =
     storage === undefined
       ? undefined
@@ -146,8 +148,19 @@ function createUpstream(
           storage,
           upstream: u.name,
           fetch: fetchManifest,
-          policy: createTagPolicy({ ttlMs: u.tagTtlMs, maxStaleMs: config.cache.max_stale }),
+          policy,
           log: log.child({ module: 'manifests', upstream: u.name }),
+        });
+  const listings =
+    storage === undefined || manifests === undefined
+      ? undefined
+      : createListingService({
+          storage,
+          upstream: u.name,
+          fetch: ({ url, name }) => auth.request({ method: 'GET', url }, scope(name)),
+          manifests,
+          policy,
+          log: log.child({ module: 'listings', upstream: u.name }),
         });
   return {
     name: u.name,
@@ -156,6 +169,7 @@ function createUpstream(
     realms,
     tokenPath: isDefault ? '/auth/token' : `/auth/token/${u.name}`,
     manifests,
+    listings,
     fetchManifest,
     fetchBlob: ({ method, name, digest, start, signal }) =>
       auth.request(

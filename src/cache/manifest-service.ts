@@ -15,7 +15,13 @@ import { paths } from '../storage/paths.ts';
 import { discard, readCapped } from '../upstream/body.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
 import type { CacheReply, CacheResult, Visibility } from './reply.ts';
-import { acceptable, isUpstreamFailure, type TagPolicy, type TagRecord } from './tag-policy.ts';
+import {
+  acceptable,
+  isFailureError,
+  isUpstreamFailure,
+  type TagPolicy,
+  type TagRecord,
+} from './tag-policy.ts';
 
 /**
  * What Docxy asks the upstream for, whatever the client sent: every manifest type, so a tag
@@ -258,10 +264,6 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
     return m;
   }
 
-  function failureStatus(err: unknown): boolean {
-    return err instanceof RegistryError && (err.status === 502 || err.status === 504 || err.status === 503);
-  }
-
   async function byDigest(req: ManifestRequest): Promise<CacheReply | 'bypass'> {
     const cached = await loadManifest(req.reference);
     if (cached !== undefined) return serve(req, cached, 'hit');
@@ -296,7 +298,7 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
       try {
         head = await (req.fetch ?? deps.fetch)({ method: 'HEAD', name: req.name, reference: req.reference });
       } catch (err) {
-        if (failureStatus(err)) return stale((err as Error).message);
+        if (isFailureError(err)) return stale((err as Error).message);
         throw err;
       }
       discard(head.body);
@@ -321,7 +323,7 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
       if (
         rec !== undefined &&
         cached !== undefined &&
-        failureStatus(err) &&
+        isFailureError(err) &&
         deps.policy.mayServeStale(rec, t)
       )
         return serve(req, cached, 'stale');

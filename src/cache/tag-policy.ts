@@ -2,6 +2,8 @@
  * When a cached tag may be answered without the upstream, and when a failing upstream still lets
  * Docxy answer from the cache (serve-stale).
  */
+import { RegistryError } from '../registry/errors.ts';
+
 export interface TagRecord {
   readonly digest: string;
   readonly mediaType: string;
@@ -10,11 +12,14 @@ export interface TagRecord {
   readonly checkedAt: number;
 }
 
+/** What the policy judges: anything the upstream last confirmed at `checkedAt` (tags, tag lists, referrers). */
+export type Checked = Pick<TagRecord, 'checkedAt'>;
+
 export interface TagPolicy {
   /** Within the TTL: answer with zero upstream requests. */
-  isFresh(rec: TagRecord, now: number): boolean;
+  isFresh(rec: Checked, now: number): boolean;
   /** Past the TTL but within max_stale (0 = no limit): may be served while the upstream fails. */
-  mayServeStale(rec: TagRecord, now: number): boolean;
+  mayServeStale(rec: Checked, now: number): boolean;
 }
 
 export function createTagPolicy(opts: { ttlMs: number; maxStaleMs: number }): TagPolicy {
@@ -27,6 +32,11 @@ export function createTagPolicy(opts: { ttlMs: number; maxStaleMs: number }): Ta
 /** An upstream answer that means "the upstream is failing", not "the answer is no". */
 export function isUpstreamFailure(status: number): boolean {
   return status >= 500 || status === 429;
+}
+
+/** A thrown upstream failure (unreachable 502, 503, timeout 504: upstream/registry-client.ts), not a refusal. */
+export function isFailureError(err: unknown): boolean {
+  return err instanceof RegistryError && (err.status === 502 || err.status === 504 || err.status === 503);
 }
 
 /**

@@ -117,7 +117,9 @@ export const upstreamEntrySchema = z
     timeouts: timeoutsSchema.optional(),
     tag_ttl: duration
       .optional()
-      .describe('a cached tag is answered without asking the upstream for this long (default 5m)'),
+      .describe(
+        'a cached tag, tag list or referrers answer is served without asking the upstream for this long (default 5m)',
+      ),
     tls: z
       .object({
         ca_file: z.string().optional().describe('PEM file of CAs to trust for this upstream'),
@@ -142,7 +144,9 @@ export const cacheSchema = z
       .describe('evict least recently used objects above this many bytes'),
     max_stale: duration
       .default(0)
-      .describe('serve a cached tag this long past its TTL when the upstream fails (0 = without limit)'),
+      .describe(
+        'serve a cached tag, tag list or referrers answer this long past its TTL when the upstream fails (0 = without limit)',
+      ),
     fill_timeout: duration
       .default(1_800_000)
       .describe('one upstream download into the cache must end within this'),

@@ -41,6 +41,11 @@ export interface RelayOptions {
   readonly abort: AbortController;
 }
 
+/** A pagination `Link` that points into the upstream points at Docxy instead (relative ones stay). */
+export function rewriteLink(link: string, opts: Pick<RelayOptions, 'publicUrl' | 'upstreamOrigin'>): string {
+  return link.split(`<${opts.upstreamOrigin}/`).join(`<${opts.publicUrl}/`);
+}
+
 export function responseHeaders(
   res: UpstreamResponse,
   opts: Pick<RelayOptions, 'realm' | 'publicUrl' | 'upstreamOrigin'>,
@@ -51,9 +56,7 @@ export function responseHeaders(
     if (v === undefined) continue;
     out[name] = Array.isArray(v) ? v.join(', ') : v;
   }
-  const link = out.link;
-  if (link?.includes(`<${opts.upstreamOrigin}/`))
-    out.link = link.split(`<${opts.upstreamOrigin}/`).join(`<${opts.publicUrl}/`);
+  if (out.link !== undefined) out.link = rewriteLink(out.link, opts);
   // A 429 must tell the client when to come back (Docker Hub sends Retry-After; not every registry does).
   if (res.status === 429 && out['retry-after'] === undefined) out['retry-after'] = '60';
   const challenge = res.headers['www-authenticate'];

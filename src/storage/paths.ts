@@ -6,8 +6,17 @@
  *   manifests/<algorithm>/<first two hex>/<hex>           manifest bytes, metadata: media type
  *   tags/<upstream>/<repository name>/_tag/<tag>          tag record JSON: digest, media type, checked time
  *   links/<upstream>/<repository name>/_link/<alg>/<hex>  empty: the digest was seen in that repository
+ *   listings/<upstream>/<repository name>/_tags/<q>       a tags/list answer (header line + body)
+ *   listings/<upstream>/<repository name>/_referrers/<alg>/<hex>/<q>   a referrers answer, likewise
+ *
+ * `<q>` is the sha256 hex of the answer's query (n, last, artifactType): any query, one safe name.
  */
+import { createHash } from 'node:crypto';
 import { parseDigest } from '../registry/reference.ts';
+
+function queryKey(query: string): string {
+  return createHash('sha256').update(query).digest('hex');
+}
 
 function digestPath(kind: 'blobs' | 'manifests', digest: string): string {
   const d = parseDigest(digest);
@@ -26,6 +35,14 @@ export const paths = {
     const d = parseDigest(digest);
     if (!d) throw new Error(`not a digest: ${digest}`);
     return `links/${upstream}/${name}/_link/${d.algorithm}/${d.hex}`;
+  },
+  /** `_tags` and `_referrers`, like `_tag`, cannot be name components. */
+  tagList: (upstream: string, name: string, query: string): string =>
+    `listings/${upstream}/${name}/_tags/${queryKey(query)}`,
+  referrers(upstream: string, name: string, subject: string, query: string): string {
+    const d = parseDigest(subject);
+    if (!d) throw new Error(`not a digest: ${subject}`);
+    return `listings/${upstream}/${name}/_referrers/${d.algorithm}/${d.hex}/${queryKey(query)}`;
   },
   /** Parses a blob or manifest key back to its digest. */
   digestOf(key: string): string | undefined {

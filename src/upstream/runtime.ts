@@ -1,4 +1,5 @@
 /** Everything Docxy holds for one upstream registry, built once by app.ts. */
+import type { ListingService } from '../cache/listing-service.ts';
 import type { ManifestService, UpstreamManifestFetch } from '../cache/manifest-service.ts';
 import type { UpstreamBlobFetch } from '../cache/blob-service.ts';
 import type { ResolvedUpstream } from '../config/upstreams.ts';
@@ -15,6 +16,8 @@ export interface UpstreamRuntime {
   readonly tokenPath: string;
   /** The manifest cache, when the cache is on. */
   readonly manifests?: ManifestService;
+  /** The tags/list and referrers cache, when the cache is on. */
+  readonly listings?: ListingService;
   /** Fetches a blob with Docxy's own identity (cache fills). */
   readonly fetchBlob: UpstreamBlobFetch;
   /** Fetches a manifest with Docxy's own identity. */

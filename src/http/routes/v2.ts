@@ -19,11 +19,12 @@ import type { AccessProofs } from '../../auth/access-proofs.ts';
 import type { RepositoryLinks } from '../../cache/links.ts';
 import { rewriteRealm } from '../../upstream/auth-challenge.ts';
 import type { CacheReply } from '../../cache/reply.ts';
+import type { ClientListingFetch } from '../../cache/listing-service.ts';
 import { acceptList } from '../../cache/tag-policy.ts';
 import { pipeline } from 'node:stream/promises';
 import { headerValue, type RegistryClient, type UpstreamResponse } from '../../upstream/registry-client.ts';
 import { version } from '../../version.ts';
-import { countBytes, relay } from '../relay.ts';
+import { countBytes, relay, rewriteLink } from '../relay.ts';
 import { discardBody, sendBody } from '../response-sink.ts';
 import { isBodySource } from '../../cache/body-source.ts';
 import type { AccessController } from '../../auth/access-controller.ts';
@@ -125,6 +126,13 @@ function clientManifestFetch(up: UpstreamRuntime, credential: string): UpstreamM
       url: `/v2/${name}/manifests/${reference}`,
       headers: { authorization: credential, accept: canonicalAccept },
     });
+}
+
+function clientListingFetch(up: UpstreamRuntime, credential: string): ClientListingFetch {
+  return {
+    listing: ({ url }) => up.client.request({ method: 'GET', url, headers: { authorization: credential } }),
+    manifest: clientManifestFetch(up, credential),
+  };
 }
 
 function clientBlobFetch(up: UpstreamRuntime, credential: string): UpstreamBlobFetch {
@@ -352,7 +360,12 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
     request.ctx.cache = answer.cache;
     reply.hijack();
     const raw = reply.raw;
-    raw.writeHead(answer.status, { ...answer.headers, 'docker-distribution-api-version': 'registry/2.0' });
+    const { link } = answer.headers; // a stored tags/list page may point at the next one
+    raw.writeHead(answer.status, {
+      ...answer.headers,
+      ...(link === undefined ? {} : { link: rewriteLink(link, relayOptions(up, abort)) }),
+      'docker-distribution-api-version': 'registry/2.0',
+    });
     const body = answer.body;
     if (body === undefined || request.method === 'HEAD') {
       discardBody(body);
@@ -506,28 +519,32 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
         });
         return;
       }
-      case 'base':
       case 'tags':
-      case 'referrers':
+      case 'referrers': {
+        const subject = route.kind === 'referrers' ? parseDigest(route.digest) : undefined;
+        if (route.kind === 'referrers' && subject === undefined) throw new RegistryError('DIGEST_INVALID');
+        const listings = up.listings;
+        if (listings === undefined) return fallback();
+        const query = forwardQuery(request.url, route.kind === 'tags' ? ['n', 'last'] : ['artifactType']);
+        const listing = { method, name, query: query.slice(1), subject } as const;
+        let answer = await listings.get(listing);
+        // Not Docxy's to list (a private repository): the client's own answer, never stored.
+        const credential = clientCredentials(request);
+        if (refused(answer) && credential !== undefined) {
+          discard(answer.response.body);
+          request.ctx.cache = 'bypass';
+          answer = await listings.get({ ...listing, fetch: clientListingFetch(up, credential) });
+        }
+        await writeCacheReply(up, request, reply, answer, abort, { kind: 'manifest', name });
+        return;
+      }
+      case 'base':
         try {
           await fallback();
         } catch (err) {
           if (!(err instanceof RegistryError) || err.status < 502 || reply.sent) throw err;
           request.ctx.cache = 'stale';
-          if (route.kind === 'base') {
-            staleBase(up, reply);
-            return;
-          }
-          if (route.kind === 'tags') {
-            const tags = await manifests.cachedTags(name);
-            if (tags.length === 0) throw err;
-            reply
-              .header('docker-distribution-api-version', 'registry/2.0')
-              .type('application/json')
-              .send({ name, tags });
-            return;
-          }
-          throw err;
+          staleBase(up, reply);
         }
         return;
     }
