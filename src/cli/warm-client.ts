@@ -5,6 +5,7 @@
  */
 import {
   planImage,
+  refusalError,
   WarmError,
   type ManifestDoc,
   type Platform,
@@ -34,15 +35,7 @@ function challenge(header: string | null): Map<string, string> {
 }
 
 async function failure(res: Response, what: string): Promise<WarmError> {
-  const text = await res.text().catch(() => '');
-  try {
-    const body = JSON.parse(text) as { errors?: { code?: string; message?: string }[] };
-    const e = body.errors?.[0];
-    if (e !== undefined) return new WarmError(`${what}: ${e.code ?? res.status}: ${e.message ?? ''}`);
-  } catch {
-    // not an OCI error body; the status says enough
-  }
-  return new WarmError(`${what}: HTTP ${res.status}`);
+  return refusalError(what, res.status, await res.text().catch(() => ''));
 }
 
 export interface WarmClient {

@@ -17,7 +17,14 @@ import type { Router } from '../routing/router.ts';
 import { discard, readCapped } from '../upstream/body.ts';
 import type { UpstreamResponse } from '../upstream/registry-client.ts';
 import type { UpstreamRuntime } from '../upstream/runtime.ts';
-import { planImage, WarmError, type ManifestDoc, type Platform, type WarmTarget } from './warm-plan.ts';
+import {
+  planImage,
+  refusalError,
+  WarmError,
+  type ManifestDoc,
+  type Platform,
+  type WarmTarget,
+} from './warm-plan.ts';
 
 export interface LocalWarmDeps {
   readonly router: Router<UpstreamRuntime>;
@@ -65,16 +72,9 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal, late: (v: T) => void):
   });
 }
 
-/** The upstream's refusal in its own words (`MANIFEST_UNKNOWN: manifest unknown`), else its status. */
 async function refusal(res: UpstreamResponse, what: string): Promise<WarmError> {
-  try {
-    const text = (await readCapped(res.body, 64 * 1024, 'error body')).toString('utf8');
-    const e = (JSON.parse(text) as { errors?: { code?: string; message?: string }[] }).errors?.[0];
-    if (e !== undefined) return new WarmError(`${what}: ${e.code ?? res.status}: ${e.message ?? ''}`);
-  } catch {
-    // not an OCI error body (or none): the status says enough
-  }
-  return new WarmError(`${what}: upstream answered HTTP ${res.status}`);
+  const body = await readCapped(res.body, 64 * 1024, 'error body').catch(() => Buffer.alloc(0));
+  return refusalError(what, res.status, body.toString('utf8'));
 }
 
 /** A sink that only counts: the bytes are in the cache once the fill commits them. */

@@ -37,6 +37,17 @@ export interface ManifestDoc {
 /** The reason a warm failed, in the registry's words (`MANIFEST_UNKNOWN: manifest unknown`). */
 export class WarmError extends Error {}
 
+/** A registry's refusal in its own words (`MANIFEST_UNKNOWN: manifest unknown`), else its status. */
+export function refusalError(what: string, status: number, body: string): WarmError {
+  try {
+    const e = (JSON.parse(body) as { errors?: { code?: string; message?: string }[] }).errors?.[0];
+    if (e !== undefined) return new WarmError(`${what}: ${e.code ?? status}: ${e.message ?? ''}`);
+  } catch {
+    // not an OCI error body; the status says enough
+  }
+  return new WarmError(`${what}: HTTP ${status}`);
+}
+
 export function platformString(p: Platform): string {
   return `${p.os}/${p.architecture}${p.variant === undefined ? '' : `/${p.variant}`}`;
 }
