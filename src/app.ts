@@ -24,6 +24,7 @@ import {
 } from './cache/manifest-service.ts';
 import { createTagPolicy } from './cache/tag-policy.ts';
 import { createListingService } from './cache/listing-service.ts';
+import { buildWarmSchedule } from './app-warm.ts';
 import type { Config } from './config/load.ts';
 import type { ResolvedUpstream } from './config/upstreams.ts';
 import { createFlights } from './coordination/single-flight.ts';
@@ -135,9 +136,9 @@ function createUpstream(
     trusted: (realm) => realmTrusted(realm, u.url, u.authHosts),
   });
   const scope = (name: string): string => `repository:${name}:pull`;
-  const fetchManifest: UpstreamManifestFetch = ({ method, name, reference }) =>
+  const fetchManifest: UpstreamManifestFetch = ({ method, name, reference, signal }) =>
     auth.request(
-      { method, url: `/v2/${name}/manifests/${reference}`, headers: { accept: canonicalAccept } },
+      { method, url: `/v2/${name}/manifests/${reference}`, headers: { accept: canonicalAccept }, signal },
       scope(name),
     );
   const policy = createTagPolicy({ ttlMs: u.tagTtlMs, maxStaleMs: config.cache.max_stale });
@@ -321,6 +322,15 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
     log: log.child({ module: 'access' }),
   });
 
+  const links = storage === undefined ? undefined : createRepositoryLinks(storage);
+  const warmSchedule = buildWarmSchedule({
+    config: config.warm,
+    router,
+    blobs,
+    links,
+    log: log.child({ module: 'warm' }),
+    metrics: obs.metrics?.warm,
+  });
   const readiness = createReadiness(config, obs.stats);
   registerHealthRoute(server, readiness);
   const standIns = createStandInTokens();
@@ -333,7 +343,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
     access,
     limiter,
     proofs: createAccessProofs(),
-    links: storage === undefined ? undefined : createRepositoryLinks(storage),
+    links,
     standIns,
   });
 
@@ -408,9 +418,11 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
         },
         'docxy listening',
       );
+      warmSchedule?.start();
       return publicUrl;
     },
     async close() {
+      await warmSchedule?.close(); // aborts a running warm before the caches it uses close
       evictor?.stop();
       acmeManager?.stop();
       for (const w of watchers) w.close();

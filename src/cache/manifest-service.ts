@@ -45,12 +45,15 @@ export interface ManifestRequest {
   readonly accept: readonly string[];
   /** Fetch with these credentials instead of Docxy's own (private content); the result is `private`. */
   readonly fetch?: UpstreamManifestFetch;
+  /** Cuts the upstream request (a scheduled warm aborted by shutdown). */
+  readonly signal?: AbortSignal;
 }
 
 export type UpstreamManifestFetch = (req: {
   method: 'GET' | 'HEAD';
   name: string;
   reference: string;
+  signal?: AbortSignal | undefined;
 }) => Promise<UpstreamResponse>;
 
 export interface ManifestService {
@@ -231,9 +234,10 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
     visibility: Visibility,
     name: string,
     reference: string,
-    expectDigest?: string,
+    expectDigest: string | undefined,
+    signal: AbortSignal | undefined,
   ): Promise<StoredManifest | UpstreamResponse> {
-    const res = await fetch({ method: 'GET', name, reference });
+    const res = await fetch({ method: 'GET', name, reference, signal });
     if (res.status !== 200) return res;
     const bytes = await readCapped(res.body, maxManifestBytes, 'manifest');
     const announced = headerValue(res.headers, 'docker-content-digest');
@@ -273,6 +277,7 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
       req.name,
       req.reference,
       req.reference,
+      req.signal,
     );
     if (!('bytes' in got)) return { kind: 'upstream', response: got };
     return serve(req, got, 'miss');
@@ -296,7 +301,12 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
       };
       let head: UpstreamResponse;
       try {
-        head = await (req.fetch ?? deps.fetch)({ method: 'HEAD', name: req.name, reference: req.reference });
+        head = await (req.fetch ?? deps.fetch)({
+          method: 'HEAD',
+          name: req.name,
+          reference: req.reference,
+          signal: req.signal,
+        });
       } catch (err) {
         if (isFailureError(err)) return stale((err as Error).message);
         throw err;
@@ -318,6 +328,8 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
         req.fetch === undefined ? 'shared' : 'private',
         req.name,
         req.reference,
+        undefined,
+        req.signal,
       );
     } catch (err) {
       if (

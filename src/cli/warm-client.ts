@@ -3,28 +3,15 @@
  * dance against Docxy's own realm, manifest, then every blob), so the cache, coalescing and policy
  * stay the server's. Blob bodies are read and discarded: only their byte counts matter here.
  */
-export interface Platform {
-  readonly os: string;
-  readonly architecture: string;
-  readonly variant?: string | undefined;
-}
-
-export interface WarmTarget {
-  /** The repository name as sent to Docxy (a prefix such as `ghcr.io/` routes it). */
-  readonly name: string;
-  /** Tag or digest. */
-  readonly reference: string;
-}
-
-export interface BlobPlan {
-  readonly digest: string;
-  readonly size: number;
-}
-
-export interface WarmPlan {
-  readonly platforms: string[];
-  readonly blobs: BlobPlan[];
-}
+import {
+  planImage,
+  refusalError,
+  WarmError,
+  type ManifestDoc,
+  type Platform,
+  type WarmPlan,
+  type WarmTarget,
+} from '../warm/warm-plan.ts';
 
 export interface WarmClientOptions {
   readonly server: string;
@@ -39,28 +26,6 @@ const ACCEPT = [
   'application/vnd.docker.distribution.manifest.v2+json',
 ].join(', ');
 
-/** The reason a request failed, in the registry's words (`MANIFEST_UNKNOWN: manifest unknown`). */
-export class WarmError extends Error {}
-
-export function platformString(p: Platform): string {
-  return `${p.os}/${p.architecture}${p.variant === undefined ? '' : `/${p.variant}`}`;
-}
-
-export function parsePlatform(s: string): Platform | undefined {
-  const [os, architecture, variant, ...rest] = s.split('/');
-  if (os === undefined || os === '' || architecture === undefined || architecture === '') return undefined;
-  if (rest.length > 0 || variant === '') return undefined;
-  return { os, architecture, variant };
-}
-
-function matches(want: Platform, have: Platform): boolean {
-  return (
-    want.os === have.os &&
-    want.architecture === have.architecture &&
-    (want.variant === undefined || want.variant === have.variant)
-  );
-}
-
 /** `Bearer realm="…",service="…",scope="…"` -> its parameters. */
 function challenge(header: string | null): Map<string, string> {
   const params = new Map<string, string>();
@@ -70,22 +35,7 @@ function challenge(header: string | null): Map<string, string> {
 }
 
 async function failure(res: Response, what: string): Promise<WarmError> {
-  const text = await res.text().catch(() => '');
-  try {
-    const body = JSON.parse(text) as { errors?: { code?: string; message?: string }[] };
-    const e = body.errors?.[0];
-    if (e !== undefined) return new WarmError(`${what}: ${e.code ?? res.status}: ${e.message ?? ''}`);
-  } catch {
-    // not an OCI error body; the status says enough
-  }
-  return new WarmError(`${what}: HTTP ${res.status}`);
-}
-
-interface ManifestDoc {
-  mediaType?: string;
-  manifests?: { digest: string; platform?: Platform }[];
-  config?: BlobPlan;
-  layers?: BlobPlan[];
+  return refusalError(what, res.status, await res.text().catch(() => ''));
 }
 
 export interface WarmClient {
@@ -134,35 +84,7 @@ export function createWarmClient(opts: WarmClientOptions): WarmClient {
   }
 
   return {
-    async plan(target, platforms) {
-      const top = await manifest(target, target.reference);
-      const blobs = new Map<string, BlobPlan>();
-      const addImage = (m: ManifestDoc): void => {
-        for (const b of [m.config, ...(m.layers ?? [])]) {
-          if (b !== undefined) blobs.set(b.digest, { digest: b.digest, size: b.size });
-        }
-      };
-      if (top.manifests === undefined) {
-        addImage(top);
-        return { platforms: [], blobs: [...blobs.values()] };
-      }
-      // Attestation entries (`unknown/unknown`) are not platforms anyone pulls.
-      const entries = top.manifests.filter((e) => e.platform !== undefined && e.platform.os !== 'unknown');
-      const chosen =
-        platforms === 'all'
-          ? entries
-          : platforms.map((want) => {
-              const e = entries.find((x) => x.platform !== undefined && matches(want, x.platform));
-              if (e === undefined) throw new WarmError(`no ${platformString(want)} in the index`);
-              return e;
-            });
-      const names: string[] = [];
-      for (const e of chosen) {
-        addImage(await manifest(target, e.digest));
-        if (e.platform !== undefined) names.push(platformString(e.platform));
-      }
-      return { platforms: names, blobs: [...blobs.values()] };
-    },
+    plan: (target, platforms) => planImage((ref) => manifest(target, ref), target, platforms),
 
     async blob(target, digest, progress) {
       const res = await get(target.name, `blobs/${digest}`);

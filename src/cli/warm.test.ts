@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parsePlatform } from './warm-client.ts';
+import { parsePlatform } from '../warm/warm-plan.ts';
 import { createProgress } from './warm-progress.ts';
-import { parseImage } from './warm.ts';
+import { parseImage } from '../warm/image-ref.ts';
 
 describe('parseImage', () => {
   it('resolves references the way docker does', () => {

@@ -7,9 +7,9 @@
 import { readFileSync } from 'node:fs';
 import { arch } from 'node:process';
 import { formatSize } from '../config/units.ts';
-import { isValidName, isValidTag } from '../registry/reference.ts';
-import { withLibraryPrefix } from '../routing/library-prefix.ts';
-import { createWarmClient, parsePlatform, WarmError, type Platform, type WarmTarget } from './warm-client.ts';
+import { parseImage } from '../warm/image-ref.ts';
+import { eachLimited, parsePlatform, WarmError, type Platform, type WarmTarget } from '../warm/warm-plan.ts';
+import { createWarmClient } from './warm-client.ts';
 import { createProgress } from './warm-progress.ts';
 
 export interface WarmOptions {
@@ -26,36 +26,6 @@ export interface WarmOptions {
   readonly tty: boolean;
   readonly out: (s: string) => void;
   readonly err: (s: string) => void;
-}
-
-/** Docker's names for the default registry: `docker.io/alpine` is plain `alpine`. */
-const HUB_HOSTS = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io']);
-
-/** `alpine:3.20`, `ghcr.io/o/a:1`, `name@sha256:…` -> what to ask Docxy for, or undefined. */
-export function parseImage(ref: string, libraryPrefix: boolean): WarmTarget | undefined {
-  let name = ref;
-  let reference = 'latest';
-  const at = ref.indexOf('@');
-  if (at >= 0) {
-    name = ref.slice(0, at);
-    reference = ref.slice(at + 1);
-    if (!/^sha256:[a-f0-9]{64}$/.test(reference)) return undefined;
-  } else {
-    const colon = ref.lastIndexOf(':');
-    if (colon > ref.lastIndexOf('/')) {
-      name = ref.slice(0, colon);
-      reference = ref.slice(colon + 1);
-      if (!isValidTag(reference)) return undefined;
-    }
-  }
-  const slash = name.indexOf('/');
-  if (slash > 0 && HUB_HOSTS.has(name.slice(0, slash))) name = name.slice(slash + 1);
-  // A host-like first component stays: Docxy routes it by prefix (or refuses an unknown one).
-  const first = name.slice(0, Math.max(0, name.indexOf('/')));
-  const hostLike = first.includes('.') || first.includes(':') || first === 'localhost';
-  const checked = hostLike ? name.slice(first.length + 1) : name;
-  if (!isValidName(checked)) return undefined;
-  return { name: hostLike ? name : withLibraryPrefix(name, libraryPrefix), reference };
 }
 
 function hostPlatform(): Platform {
@@ -164,11 +134,7 @@ export async function warm(o: WarmOptions): Promise<number> {
     }
   }
 
-  const pending = [...queue];
-  const workers = Array.from({ length: Math.min(args.concurrency, pending.length) }, async () => {
-    for (let item = pending.shift(); item !== undefined; item = pending.shift()) await one(item);
-  });
-  await Promise.all(workers);
+  await eachLimited(queue, args.concurrency, one);
   const secs = ((Date.now() - t0) / 1000).toFixed(1);
   progress.end(
     `warmed ${queue.length - failures.length}/${queue.length} images, ${formatSize(totalBytes)} in ${secs} s`,

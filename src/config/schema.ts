@@ -3,6 +3,8 @@
  * the key path (zod's issue path), e.g. `upstream.url: must be an http(s) URL`.
  */
 import { z } from 'zod';
+import { parseImage } from '../warm/image-ref.ts';
+import { parsePlatform } from '../warm/warm-plan.ts';
 import { parseDuration, parseSize } from './units.ts';
 
 /** A number, or a string with a unit that `parse` turns into one (durations, sizes). */
@@ -328,6 +330,49 @@ export const dashboardSchema = z
   })
   .strict();
 
+/**
+ * A list that may also come as one string, `a, b` or `[a, b]`: DOCXY_* values containing `:` or `/`
+ * stay strings (load.ts), so `DOCXY_WARM__IMAGES='[alpine:3.20, ghcr.io/o/a:1]'` arrives as text.
+ */
+function listOf<T extends z.ZodType>(item: T) {
+  return z.preprocess(
+    (v) =>
+      typeof v === 'string'
+        ? v
+            .replace(/^\s*\[|\]\s*$/g, '')
+            .split(/[\s,]+/)
+            .filter((x) => x !== '')
+        : v,
+    z.array(item),
+  );
+}
+
+export const warmSchema = z
+  .object({
+    interval: duration
+      .default(0)
+      .describe('refresh the images this often, first shortly after start (0 = never)'),
+    images: listOf(
+      z
+        .string()
+        .refine(
+          (s) => parseImage(s, false) !== undefined,
+          'not an image reference (name[:tag] or name@sha256:…)',
+        ),
+    )
+      .default([])
+      .describe('images to keep in the cache, as docker names them: alpine:3.20, ghcr.io/owner/app:1'),
+    platforms: z
+      .union([
+        z.literal('all'),
+        listOf(z.string().refine((s) => parsePlatform(s) !== undefined, 'not os/arch[/variant]')),
+      ])
+      .default(['linux/amd64'])
+      .describe('platforms of multi-arch images to warm (os/arch[/variant]), or all'),
+    concurrency: z.number().int().min(1).max(64).default(2).describe('images warmed at the same time'),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     listen: hostPort
@@ -416,6 +461,9 @@ export const configSchema = z
     }),
     metrics: metricsSchema.default({ enabled: true, allow: loopback }),
     dashboard: dashboardSchema.default({ enabled: true, allow: loopback, users: [] }),
+    warm: warmSchema
+      .default({ interval: 0, images: [], platforms: ['linux/amd64'], concurrency: 2 })
+      .describe('images the server keeps warm on a schedule (docxy warm, run by the server)'),
     cache: cacheSchema.default({
       enabled: true,
       max_size: 50 * 1024 ** 3,

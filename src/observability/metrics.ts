@@ -45,9 +45,20 @@ export interface CacheSizeMetrics {
   evicted(objects: number, bytes: number): void;
 }
 
+/** How a scheduled warm run ended (app-warm.ts). */
+export type WarmRunResult = 'ok' | 'failed' | 'skipped' | 'aborted';
+
+/** What the `warm:` schedule counts. */
+export interface WarmMetrics {
+  run(result: WarmRunResult): void;
+  /** Images of a run that could not be warmed. */
+  imageFailures(n: number): void;
+}
+
 export interface Metrics {
   readonly registry: Registry;
   readonly fills: FillMetrics;
+  readonly warm: WarmMetrics;
   readonly cacheSize: CacheSizeMetrics;
   request(s: RequestSample): void;
   upstreamRequest(s: UpstreamSample): void;
@@ -185,6 +196,18 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     registers,
   });
 
+  const warmRuns = new Counter({
+    name: 'docxy_warm_runs_total',
+    help: 'Scheduled warm runs (warm:), by result (ok, failed, skipped, aborted)',
+    labelNames: ['result'] as const,
+    registers,
+  });
+  const warmFailures = new Counter({
+    name: 'docxy_warm_image_failures_total',
+    help: 'Images a scheduled warm run could not warm',
+    registers,
+  });
+
   const requestChild = childCache((...v: string[]) => requests.labels(...v));
   const durationChild = childCache((route: string | undefined) => duration.labels(route ?? ''));
   const sentCache = sent.labels('cache');
@@ -210,6 +233,14 @@ export function createMetrics(opts: MetricsOptions): Metrics {
       },
       coalesced: () => {
         coalesced.inc();
+      },
+    },
+    warm: {
+      run: (result) => {
+        warmRuns.labels(result).inc();
+      },
+      imageFailures: (n) => {
+        warmFailures.inc(n);
       },
     },
     cacheSize: {

@@ -3,8 +3,9 @@
  * front of the fake Hub:
  *
  *   warm --platform linux/amd64,linux/arm64 of the seeded multi-arch image puts every manifest and
- *   blob of both platforms in the data directory; with the Hub stopped, skopeo copies each platform
- *   through Docxy and every blob still answers byte for byte
+ *   blob of both platforms in the data directory; with the Hub stopped, docker pulls it through
+ *   Docxy as its registry mirror (linux/amd64, dockerd's own platform), skopeo copies each platform
+ *   and every blob still answers byte for byte
  *   warm of a missing tag exits 1 naming the image and the registry's MANIFEST_UNKNOWN
  *   output: plain lines without escapes when piped; bars and a total redrawn in place under `script`
  *   cache stats: the server's numbers (--json parsed), the data directory with --offline, and the
@@ -21,6 +22,7 @@ const ESC = '\u001b';
 
 import { need } from '../helpers/client-steps.ts';
 import { runCommand, shQuote } from '../helpers/clients/common.ts';
+import { startDockerd, type Dockerd } from '../helpers/clients/dockerd.ts';
 import { startSkopeo, type Skopeo } from '../helpers/clients/skopeo.ts';
 import { spawnDocxy, type DocxyProcess } from '../helpers/docxy-process.ts';
 import { startFakeHub, type FakeHub } from '../helpers/fake-hub.ts';
@@ -213,12 +215,29 @@ describe('docxy cache stats', () => {
 
 describe('after warming, with the upstream stopped', () => {
   let skopeo: Skopeo | undefined;
+  let dockerd: Dockerd | undefined;
+  before(async () => {
+    await theHub().stop();
+  });
   after(async () => {
-    await skopeo?.stop();
+    await Promise.allSettled([skopeo?.stop(), dockerd?.stop()]);
+  });
+
+  it('docker pulls the warmed image through Docxy as its registry mirror (its own platform, linux/amd64)', async () => {
+    const multi = image('multi');
+    const amd64 = children(multi).find((c) => c.platform.architecture === 'amd64');
+    assert.ok(amd64 !== undefined, 'the seeded image has linux/amd64');
+    const d = theDocxy();
+    dockerd = await startDockerd({ mirrors: [d.url], insecureRegistries: [d.url.replace(/^http:\/\//, '')] });
+    // A registry-mirrors pull of the short name: Docker asks the mirror for library/multi:1 and
+    // cannot fall back to a Hub (its proxy is dead), so the image came from Docxy's cache.
+    const r = await dockerd.pull('multi:1', { timeoutMs: 120_000 });
+    assert.equal(r.code, 0, `docker pull: ${show(r)}`);
+    assert.equal(await dockerd.imageId('multi:1'), amd64.configDigest, 'the linux/amd64 image');
+    assert.deepEqual(await dockerd.repoDigests('multi:1'), [`multi@${multi.digest}`]);
   });
 
   it('serves every platform of the warmed image: skopeo copies each, and every blob matches its digest', async () => {
-    await theHub().stop();
     const multi = image('multi');
     const d = theDocxy();
     const token = await pullToken(`${d.url}/auth/token`, theHub().service, multi.repo);
