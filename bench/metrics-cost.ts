@@ -46,6 +46,7 @@ const trialSeconds = Number(flags.seconds);
 const warmupSeconds = Number(flags.warmup);
 const connections = Number(flags.connections);
 const WRK = '/usr/bin/wrk';
+const useWrk = existsSync(WRK);
 
 interface Trial {
   readonly round: number;
@@ -78,8 +79,8 @@ async function load(
   headers: Record<string, string>,
   seconds = trialSeconds,
 ): Promise<{ requests: number; errors: number; secs: number }> {
-  if (existsSync(WRK)) {
-    const args = ['-t2', `-c${connections}`, `-d${seconds}s`, '--latency'];
+  if (useWrk) {
+    const args = ['-t2', `-c${connections}`, `-d${seconds}s`];
     for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
     const r = spawnSync(WRK, [...args, url + path], { encoding: 'utf8' });
     const out = r.stdout;
@@ -203,7 +204,7 @@ try {
     `median req/s ratio ${summary.medianRpsRatio.toFixed(3)} (metrics cost ${fmt(rpsCost, 1)} %); median CPU/request ratio ${summary.medianCpuRatio.toFixed(3)} (${fmt(cpuCost, 1)} %)`,
   );
   console.log(
-    `target: at most 5 % slower -> ${rpsCost <= 5 && summary.errors === 0 ? 'PASS' : 'FAIL'} (load average ${fmt(load0, 2)} at start, ${fmt(load1, 2)} at end; ${existsSync(WRK) ? 'wrk' : 'undici'} load, ${connections} connections, ${trialSeconds} s trials)`,
+    `target: at most 5 % slower -> ${rpsCost <= 5 && summary.errors === 0 ? 'PASS' : 'FAIL'} (load average ${fmt(load0, 2)} at start, ${fmt(load1, 2)} at end; ${useWrk ? 'wrk' : 'undici'} load, ${connections} connections, ${trialSeconds} s trials)`,
   );
   const outDir = join(REPO_ROOT, 'bench', 'results');
   mkdirSync(outDir, { recursive: true });
@@ -215,7 +216,7 @@ try {
         node: process.version,
         cores: cpus().length,
         loadAverage: { start: load0, end: load1 },
-        load: existsSync(WRK) ? 'wrk -t2' : 'undici Pool',
+        load: useWrk ? 'wrk -t2' : 'undici Pool',
         connections,
         seconds: trialSeconds,
         warmupSeconds,
