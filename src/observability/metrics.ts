@@ -76,12 +76,38 @@ export interface MetricsOptions {
   readonly processMetrics?: boolean;
 }
 
-function statusClass(status: number): string {
-  if (status >= 500) return '5xx';
-  if (status >= 400) return '4xx';
-  if (status >= 300) return '3xx';
-  if (status >= 200) return '2xx';
-  return '1xx';
+const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+const CACHE_LABELS: readonly CacheLabel[] = [
+  'hit',
+  'miss',
+  'coalesced',
+  'revalidated',
+  'stale',
+  'bypass',
+  'none',
+];
+const CACHE_INDEX = new Map<string, number>(CACHE_LABELS.map((c, i) => [c, i]));
+
+function statusClassIndex(status: number): number {
+  if (status >= 500) return 4;
+  if (status >= 400) return 3;
+  if (status >= 300) return 2;
+  if (status >= 200) return 1;
+  return 0;
+}
+
+/** One (route, method, status class, cache) combination's request count. */
+interface RequestCell {
+  readonly labels: { route: string; method: string; status_class: string; cache: string };
+  n: number;
+}
+
+/** What the request path keeps per route: plain numbers, handed to prom-client at scrape time. */
+interface RouteCells {
+  /** Per method: one cell slot per (status class, cache) pair. */
+  readonly methods: Map<string, (RequestCell | undefined)[]>;
+  readonly observe: (seconds: number) => void;
+  stale: number;
 }
 
 /** Label children by key, so hot paths skip prom-client's label hashing after the first time. */
@@ -99,11 +125,21 @@ export function createMetrics(opts: MetricsOptions): Metrics {
   if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'docxy_' });
   const registers = [registry];
 
-  const requests = new Counter({
+  // The per-request counters are plain numbers on the request path (no label hashing per
+  // request); prom-client gets their totals when it is scraped (its collect() hook).
+  const routes = new Map<string, RouteCells>();
+  const sentBytes = { cache: 0, upstream: 0 };
+  new Counter({
     name: 'docxy_http_requests_total',
     help: 'Client requests answered, by route, method, status class and cache result',
     labelNames: ['route', 'method', 'status_class', 'cache'] as const,
     registers,
+    collect() {
+      this.reset();
+      for (const r of routes.values())
+        for (const cells of r.methods.values())
+          for (const c of cells) if (c !== undefined) this.inc(c.labels, c.n);
+    },
   });
   const duration = new Histogram({
     name: 'docxy_http_request_duration_seconds',
@@ -112,17 +148,26 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers,
   });
-  const sent = new Counter({
+  new Counter({
     name: 'docxy_http_response_bytes_total',
     help: 'Body bytes sent to clients, by source: cache (hit, stale, revalidated) or upstream (everything else)',
     labelNames: ['source'] as const,
     registers,
+    collect() {
+      this.reset();
+      if (sentBytes.cache > 0) this.inc({ source: 'cache' }, sentBytes.cache);
+      if (sentBytes.upstream > 0) this.inc({ source: 'upstream' }, sentBytes.upstream);
+    },
   });
-  const stale = new Counter({
+  new Counter({
     name: 'docxy_stale_responses_total',
     help: 'Answers served from the cache because the upstream failed (serve-stale)',
     labelNames: ['route'] as const,
     registers,
+    collect() {
+      this.reset();
+      for (const [route, r] of routes) if (r.stale > 0) this.inc({ route }, r.stale);
+    },
   });
   const upstreamRequests = new Counter({
     name: 'docxy_upstream_requests_total',
@@ -208,10 +253,21 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     registers,
   });
 
-  const requestChild = childCache((...v: string[]) => requests.labels(...v));
-  const durationChild = childCache((route: string | undefined) => duration.labels(route ?? ''));
-  const sentCache = sent.labels('cache');
-  const sentUpstream = sent.labels('upstream');
+  const routeCells = (route: string): RouteCells => {
+    let r = routes.get(route);
+    if (r === undefined) {
+      const child = duration.labels(route);
+      r = {
+        methods: new Map(),
+        observe: (seconds) => {
+          child.observe(seconds);
+        },
+        stale: 0,
+      };
+      routes.set(route, r);
+    }
+    return r;
+  };
   const upstreamChild = childCache((...v: string[]) => upstreamRequests.labels(...v));
   const bytesChild = childCache((...v: string[]) => upstreamBytes.labels(...v));
   const failedChild = childCache((reason: string | undefined) => fillsFailed.labels(reason ?? ''));
@@ -254,13 +310,28 @@ export function createMetrics(opts: MetricsOptions): Metrics {
       },
     },
     request(s) {
-      const cls = statusClass(s.status);
-      requestChild(`${s.route} ${s.method} ${cls} ${s.cache}`, s.route, s.method, cls, s.cache).inc();
-      durationChild(s.route, s.route).observe(s.seconds);
-      if (s.cache === 'stale') stale.labels(s.route).inc();
+      const r = routeCells(s.route);
+      let cells = r.methods.get(s.method);
+      if (cells === undefined) r.methods.set(s.method, (cells = []));
+      const cls = statusClassIndex(s.status);
+      const cache = CACHE_INDEX.get(s.cache) ?? CACHE_LABELS.length - 1;
+      const slot = cls * CACHE_LABELS.length + cache;
+      const cell = (cells[slot] ??= {
+        labels: {
+          route: s.route,
+          method: s.method,
+          status_class: STATUS_CLASSES[cls] ?? '1xx',
+          cache: CACHE_LABELS[cache] ?? 'none',
+        },
+        n: 0,
+      });
+      cell.n++;
+      r.observe(s.seconds);
+      if (s.cache === 'stale') r.stale++;
       if (s.bytes > 0) {
         const fromCache = s.cache === 'hit' || s.cache === 'stale' || s.cache === 'revalidated';
-        (fromCache ? sentCache : sentUpstream).inc(s.bytes);
+        if (fromCache) sentBytes.cache += s.bytes;
+        else sentBytes.upstream += s.bytes;
       }
     },
     upstreamRequest(s) {
