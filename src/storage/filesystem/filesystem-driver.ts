@@ -21,61 +21,14 @@ import {
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
+import { partialReadChunk, rangeStream } from '../range-stream.ts';
 import type { ListEntry, ObjectInfo, ObjectWriter, PartialReader, StorageDriver } from '../driver.ts';
 
-/** Reads of one chunk; large enough for throughput, small enough to keep memory flat. */
-const readChunk = 1024 * 1024;
-/**
- * Chunks of a partial reader's stream (`read()`), which may run many at once on one in-flight
- * object; smaller than whole-object reads to keep that flat. (Docxy's own followers read with
- * `readInto` into pooled buffers instead.)
- */
-const partialReadChunk = 256 * 1024;
 /** A key is touched at most this often, so hot manifests do not cost a syscall per request. */
 const touchIntervalMs = 30_000;
 
 function isNotFound(err: unknown): boolean {
   return (err as NodeJS.ErrnoException | null)?.code === 'ENOENT';
-}
-
-/** A Readable over [start, end) of an open file, by positional reads (safe on a shared handle). */
-function rangeStream(
-  handle: FileHandle,
-  start: number,
-  end: number,
-  onEnd?: () => void,
-  chunk = readChunk,
-  readAhead = readChunk,
-): Readable {
-  let pos = start;
-  return new Readable({
-    highWaterMark: readAhead,
-    read() {
-      const n = Math.min(chunk, end - pos);
-      if (n <= 0) {
-        this.push(null);
-        return;
-      }
-      const buf = Buffer.allocUnsafe(n);
-      handle.read(buf, 0, n, pos).then(
-        ({ bytesRead }) => {
-          if (bytesRead === 0) {
-            this.destroy(new Error(`unexpected end of file at ${pos} (wanted up to ${end})`));
-            return;
-          }
-          pos += bytesRead;
-          this.push(bytesRead === n ? buf : buf.subarray(0, bytesRead));
-        },
-        (err: unknown) => {
-          this.destroy(err as Error);
-        },
-      );
-    },
-    destroy(err, cb) {
-      onEnd?.();
-      cb(err);
-    },
-  });
 }
 
 export function createFilesystemDriver(root: string): StorageDriver {

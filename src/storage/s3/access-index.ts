@@ -1,0 +1,70 @@
+/**
+ * Last-access times for the S3 driver. S3 has no atime and rewriting an object to move its
+ * LastModified would copy it on every read, so reads are recorded here instead, and an object
+ * never touched falls back to its LastModified. This local index is a map kept in memory and
+ * flushed as JSON to one file under the data folder now and then; a Redis-backed index shared by
+ * replicas can implement the same interface later.
+ */
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
+export interface AccessIndex {
+  /** The last recorded access of `key` (ms since the epoch), undefined when never recorded. */
+  get(key: string): number | undefined;
+  /** Records an access of `key` at `ms`. */
+  set(key: string, ms: number): void;
+  /** Forgets `key` (after a delete). */
+  delete(key: string): void;
+  /** Writes what is in memory to durable storage (no-op for an index without one). */
+  flush(): Promise<void>;
+}
+
+/** An index in memory only (tests, or a cache that can live with LastModified after a restart). */
+export function createMemoryAccessIndex(): AccessIndex {
+  const times = new Map<string, number>();
+  return {
+    get: (key) => times.get(key),
+    set: (key, ms) => {
+      if ((times.get(key) ?? 0) < ms) times.set(key, ms);
+    },
+    delete: (key) => {
+      times.delete(key);
+    },
+    flush: () => Promise.resolve(),
+  };
+}
+
+/**
+ * An index in memory, loaded from and flushed to `file` (a JSON object key → ms). Writes go to a
+ * temporary file renamed into place, so a crash leaves the previous snapshot; losing recent
+ * accesses only makes eviction slightly less accurate.
+ */
+export async function createFileAccessIndex(file: string): Promise<AccessIndex> {
+  const times = new Map<string, number>();
+  try {
+    const saved = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    for (const [k, v] of Object.entries(saved)) if (typeof v === 'number') times.set(k, v);
+  } catch {
+    // Absent or unreadable: start empty, LastModified stands in.
+  }
+  let dirty = false;
+  return {
+    get: (key) => times.get(key),
+    set: (key, ms) => {
+      if ((times.get(key) ?? 0) >= ms) return;
+      times.set(key, ms);
+      dirty = true;
+    },
+    delete: (key) => {
+      dirty = times.delete(key) || dirty;
+    },
+    async flush() {
+      if (!dirty) return;
+      dirty = false;
+      await mkdir(dirname(file), { recursive: true });
+      const tmp = `${file}.${process.pid}.tmp`;
+      await writeFile(tmp, JSON.stringify(Object.fromEntries(times)));
+      await rename(tmp, file);
+    },
+  };
+}
