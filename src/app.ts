@@ -6,6 +6,7 @@ import { basename, dirname, join } from 'node:path';
 import { createObservability, type Observability } from './app-observability.ts';
 import { createReadiness } from './app-readiness.ts';
 import { createAccessController } from './auth/access-controller.ts';
+import { buildCoordination } from './app-coordination.ts';
 import { createAccessProofs } from './auth/access-proofs.ts';
 import { createUserStore } from './auth/htpasswd.ts';
 import { createPolicy } from './auth/policy.ts';
@@ -289,9 +290,18 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
     return publicUrl;
   };
 
-  const limiter = createRateLimiter(config.rate_limit, Date.now, undefined, (reason) => {
-    obs.rateLimited(reason);
-  });
+  const { coordination } = buildCoordination(config, log);
+  // In-process counters would only double the limiter's own: share them only with a fleet.
+  const fleet = coordination.kind === 'redis' ? coordination : undefined;
+  const limiter = createRateLimiter(
+    config.rate_limit,
+    Date.now,
+    undefined,
+    (reason) => {
+      obs.rateLimited(reason);
+    },
+    fleet?.counters,
+  );
   registerConnectionCaps(server, {
     limiter,
     trusted: createProxyTrust(config.trust_proxy),
@@ -342,7 +352,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
     blobs,
     access,
     limiter,
-    proofs: createAccessProofs(),
+    proofs: createAccessProofs(60_000, Date.now, fleet?.records),
     links,
     standIns,
   });
@@ -437,6 +447,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
       await obs.close();
       await blobs?.close();
       await Promise.all(upstreams.map((u) => u.close()));
+      await coordination.close();
     },
   };
 }
