@@ -28,6 +28,7 @@ import { createListingService } from './cache/listing-service.ts';
 import { buildWarmSchedule } from './app-warm.ts';
 import type { Config } from './config/load.ts';
 import type { ResolvedUpstream } from './config/upstreams.ts';
+import { withLease } from './coordination/coordination.ts';
 import { createFlights } from './coordination/single-flight.ts';
 import { createProxyTrust, registerConnectionCaps } from './http/connection-caps.ts';
 import { registerHealthRoute } from './http/routes/health.ts';
@@ -259,6 +260,10 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
   let publicUrl = config.public_url;
   let evictor: Evictor | undefined;
   let blobs: BlobService | undefined;
+  const { coordination, owner } = buildCoordination(config, log);
+  // In-process coordination would only double the limiter's own counts and the one evictor: it is
+  // used only with a fleet.
+  const fleet = coordination.kind === 'redis' ? coordination : undefined;
 
   if (storage !== undefined) {
     const service = createBlobService({
@@ -282,6 +287,10 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
       log: log.child({ module: 'eviction' }),
       metrics: obs.cacheSize,
       intervalMs: 60_000,
+      exclusive:
+        fleet === undefined
+          ? undefined
+          : (work) => withLease(fleet.leases, 'eviction', owner, 60_000, () => work()),
     });
   }
 
@@ -290,9 +299,6 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
     return publicUrl;
   };
 
-  const { coordination } = buildCoordination(config, log);
-  // In-process counters would only double the limiter's own: share them only with a fleet.
-  const fleet = coordination.kind === 'redis' ? coordination : undefined;
   const limiter = createRateLimiter(
     config.rate_limit,
     Date.now,
