@@ -10,16 +10,22 @@ import type { Config } from './config/load.ts';
 import type { Coordination, LeaseOwner } from './coordination/coordination.ts';
 import { createMemoryCoordination } from './coordination/memory/memory-coordination.ts';
 import { createRedisCoordination } from './coordination/redis/redis-coordination.ts';
+import type { CoordinationMetrics } from './observability/metrics.ts';
 
 export function buildCoordination(
   config: Config,
   log: Logger,
+  metrics?: CoordinationMetrics,
 ): { coordination: Coordination; owner: LeaseOwner } {
   const owner = { id: `${hostname()}-${randomUUID()}`, address: config.public_url ?? '' };
   const url = config.coordination.redis?.url;
   const coordination =
     url === undefined
       ? createMemoryCoordination()
-      : createRedisCoordination({ url, log: log.child({ module: 'coordination' }) });
+      : createRedisCoordination({
+          url,
+          log: log.child({ module: 'coordination' }),
+          ...(metrics === undefined ? {} : { metrics }),
+        });
   return { coordination, owner };
 }

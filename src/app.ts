@@ -260,7 +260,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
   let publicUrl = config.public_url;
   let evictor: Evictor | undefined;
   let blobs: BlobService | undefined;
-  const { coordination, owner } = buildCoordination(config, log);
+  const { coordination, owner } = buildCoordination(config, log, obs.metrics?.coordination);
   // In-process coordination would only double the limiter's own counts and the one evictor: it is
   // used only with a fleet.
   const fleet = coordination.kind === 'redis' ? coordination : undefined;

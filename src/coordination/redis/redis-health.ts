@@ -5,14 +5,9 @@
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { CoordinationMetrics } from '../../observability/metrics.ts';
 
-/** What coordination reports to the metrics (names in src/observability/metrics.ts). */
-export interface CoordinationMetrics {
-  /** Redis answered (true) or failed (false). */
-  redisUp(up: boolean): void;
-  /** A call of `op` (`lease`, `counters`, `records`) was answered in-process instead. */
-  fallback(op: string): void;
-}
+export type { CoordinationMetrics };
 
 export interface RedisHealth {
   /** Runs `shared`; when it fails (Redis unreachable, timeout) runs `fallback` instead. */
