@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(docker.io containerd runc podman skopeo docker-registry crun uidmap iptables openssl apache2-utils nginx pebble curl systemd chromium debootstrap ceph-mon ceph-osd radosgw ceph-common)
+debs=(docker.io containerd runc podman skopeo docker-registry crun uidmap iptables openssl apache2-utils nginx pebble curl systemd chromium debootstrap redis-server ceph-mon ceph-osd radosgw ceph-common)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -6,6 +6,7 @@ import { basename, dirname, join } from 'node:path';
 import { createObservability, type Observability } from './app-observability.ts';
 import { createReadiness } from './app-readiness.ts';
 import { createAccessController } from './auth/access-controller.ts';
+import { buildCoordination } from './app-coordination.ts';
 import { createAccessProofs } from './auth/access-proofs.ts';
 import { createUserStore } from './auth/htpasswd.ts';
 import { createPolicy } from './auth/policy.ts';
@@ -27,6 +28,7 @@ import { createListingService } from './cache/listing-service.ts';
 import { buildWarmSchedule } from './app-warm.ts';
 import type { Config } from './config/load.ts';
 import type { ResolvedUpstream } from './config/upstreams.ts';
+import { withLease } from './coordination/coordination.ts';
 import { createFlights } from './coordination/single-flight.ts';
 import { createProxyTrust, registerConnectionCaps } from './http/connection-caps.ts';
 import { registerHealthRoute } from './http/routes/health.ts';
@@ -258,6 +260,10 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
   let publicUrl = config.public_url;
   let evictor: Evictor | undefined;
   let blobs: BlobService | undefined;
+  const { coordination, owner } = buildCoordination(config, log, obs.metrics?.coordination);
+  // In-process coordination would only double the limiter's own counts and the one evictor: it is
+  // used only with a fleet.
+  const fleet = coordination.kind === 'redis' ? coordination : undefined;
 
   if (storage !== undefined) {
     const service = createBlobService({
@@ -281,6 +287,10 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
       log: log.child({ module: 'eviction' }),
       metrics: obs.cacheSize,
       intervalMs: 60_000,
+      exclusive:
+        fleet === undefined
+          ? undefined
+          : (work) => withLease(fleet.leases, 'eviction', owner, 60_000, () => work()),
     });
   }
 
@@ -289,9 +299,15 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
     return publicUrl;
   };
 
-  const limiter = createRateLimiter(config.rate_limit, Date.now, undefined, (reason) => {
-    obs.rateLimited(reason);
-  });
+  const limiter = createRateLimiter(
+    config.rate_limit,
+    Date.now,
+    undefined,
+    (reason) => {
+      obs.rateLimited(reason);
+    },
+    fleet?.counters,
+  );
   registerConnectionCaps(server, {
     limiter,
     trusted: createProxyTrust(config.trust_proxy),
@@ -342,7 +358,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
     blobs,
     access,
     limiter,
-    proofs: createAccessProofs(),
+    proofs: createAccessProofs(60_000, Date.now, fleet?.records),
     links,
     standIns,
   });
@@ -437,6 +453,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
       await obs.close();
       await blobs?.close();
       await Promise.all(upstreams.map((u) => u.close()));
+      await coordination.close();
     },
   };
 }

@@ -7,6 +7,7 @@
  * Caches that skip this have handed private images to strangers (Spegel #167, nginx mirrors).
  */
 import { createHash } from 'node:crypto';
+import type { Records } from '../coordination/coordination.ts';
 import { discard } from '../upstream/body.ts';
 import type { UpstreamResponse } from '../upstream/registry-client.ts';
 
@@ -24,8 +25,17 @@ export interface AccessProofs {
   }): Promise<true | UpstreamResponse>;
 }
 
-export function createAccessProofs(ttlMs = 60_000, now: () => number = Date.now): AccessProofs {
+/**
+ * `shared` (Redis coordination) makes a proof made on one replica good on every replica: its key
+ * there is a hash of (credential hash, upstream, name, digest), never the credential itself.
+ */
+export function createAccessProofs(
+  ttlMs = 60_000,
+  now: () => number = Date.now,
+  shared?: Records,
+): AccessProofs {
   const proven = new Map<string, number>();
+  const sharedKey = (key: string): string => `proof:${createHash('sha256').update(key).digest('hex')}`;
   return {
     async prove({ credential, upstream, name, digest, check }) {
       // Credentials are never kept: only a hash identifies whose proof this is.
@@ -35,11 +45,13 @@ export function createAccessProofs(ttlMs = 60_000, now: () => number = Date.now)
       const key = `${who} ${upstream} ${name} ${digest}`;
       const until = proven.get(key);
       if (until !== undefined && until > now()) return true;
+      if (shared !== undefined && (await shared.has(sharedKey(key)))) return true;
       const res = await check();
       if (res.status !== 200) return res;
       discard(res.body);
       if (proven.size > 100_000) proven.clear(); // bounded: proofs are cheap to redo
       proven.set(key, now() + ttlMs);
+      await shared?.put(sharedKey(key), ttlMs);
       return true;
     },
   };

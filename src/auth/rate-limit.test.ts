@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RegistryError } from '../registry/errors.ts';
+import { createMemoryCounters } from '../coordination/memory/memory-coordination.ts';
 import { createRateLimiter } from './rate-limit.ts';
 
 test('the 101st request in a minute with a limit of 100 is refused with Retry-After', () => {
@@ -66,4 +67,19 @@ test('the failure table is bounded: the least recently failing entries are forgo
   assert.equal(rl.loginDelay('b', undefined), 0);
   assert.equal(rl.loginDelay('a', undefined), 200);
   assert.equal(rl.loginDelay('e', undefined), 100);
+});
+
+test('with shared counters, requests and failed logins counted on another replica count here', () => {
+  const fleet = createMemoryCounters();
+  const cfg = { per_ip: { requests_per_minute: 10 }, per_user: {}, failed_login_delay: 100 };
+  const a = createRateLimiter(cfg, Date.now, undefined, undefined, fleet);
+  const b = createRateLimiter(cfg, Date.now, undefined, undefined, fleet);
+  for (let i = 0; i < 10; i++) (i % 2 === 0 ? a : b).request('1.2.3.4', undefined);
+  assert.throws(() => {
+    b.request('1.2.3.4', undefined);
+  }, RegistryError);
+  a.loginFailed('6.6.6.6', 'alice');
+  a.loginFailed('6.6.6.6', 'alice');
+  assert.equal(b.loginDelay('6.6.6.6', 'alice'), 200);
+  assert.equal(b.loginDelay('10.0.0.7', 'alice'), 0);
 });

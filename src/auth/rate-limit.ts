@@ -8,6 +8,7 @@
  * it attacks from. The failure table is bounded (least recently failing entries go first), so a
  * flood of addresses or user names cannot grow it without limit.
  */
+import type { Counters } from '../coordination/coordination.ts';
 import { RegistryError } from '../registry/errors.ts';
 
 export interface RateLimitConfig {
@@ -49,6 +50,13 @@ export function createRateLimiter(
   maxFailures = defaultMaxFailures,
   /** Told of each refusal (metrics), by which budget ran out. */
   onRefuse?: (reason: 'requests' | 'bytes') => void,
+  /**
+   * The fleet's counters (Redis coordination): request, byte and failed-login counts are also
+   * added there, in clock-aligned windows, and a limit holds when either the local or the fleet's
+   * count passes it. The fleet's count lags by the coordination's flush interval; the local one
+   * never does, so one replica alone is exactly as strict as without it.
+   */
+  shared?: Counters,
 ): RateLimiter {
   const windows = new Map<string, Window>();
   const connections = new Map<string, number>();
@@ -68,7 +76,10 @@ export function createRateLimiter(
     if (limit === undefined) return undefined;
     const w = windowOf(key, span);
     w.used += add;
-    return w.used > limit ? Math.ceil((w.start + span - now()) / 1000) : undefined;
+    if (w.used > limit) return Math.ceil((w.start + span - now()) / 1000);
+    if (shared !== undefined && shared.add(key, span, add) > limit)
+      return Math.ceil(shared.remaining(span) / 1000);
+    return undefined;
   }
 
   function tooMany(retryAfter: number, what: string): RegistryError {
@@ -127,12 +138,18 @@ export function createRateLimiter(
         const f = failures.get(k);
         return f !== undefined && t - f.last < failureMemoryMs ? f.count : 0;
       };
-      const n = Math.max(count(`ip:${ip}`), user === undefined ? 0 : count(userAt(user, ip)));
+      const fleet = (k: string): number => shared?.add(k, failureMemoryMs, 0) ?? 0;
+      const n = Math.max(
+        count(`ip:${ip}`),
+        fleet(`fail:ip:${ip}`),
+        user === undefined ? 0 : Math.max(count(userAt(user, ip)), fleet(`fail:${userAt(user, ip)}`)),
+      );
       return Math.min(n, 10) * cfg.failed_login_delay;
     },
     loginFailed(ip, user) {
       const t = now();
       for (const k of [`ip:${ip}`, ...(user === undefined ? [] : [userAt(user, ip)])]) {
+        shared?.add(`fail:${k}`, failureMemoryMs, 1);
         const f = failures.get(k);
         // Delete, then set: a Map keeps insertion order, so the first key is the least recent.
         failures.delete(k);

@@ -93,11 +93,24 @@ export interface Evictor {
   stop(): void;
 }
 
-export function createEvictor(deps: EvictionDeps & { intervalMs: number }): Evictor {
+export function createEvictor(
+  deps: EvictionDeps & {
+    intervalMs: number;
+    /**
+     * Runs an eviction only while holding the fleet's eviction lease (one replica at a time);
+     * undefined when another replica holds it. Omitted: this process is the only evictor.
+     */
+    exclusive?: (work: () => Promise<EvictionResult>) => Promise<EvictionResult | undefined>;
+  },
+): Evictor {
+  const once = (): Promise<EvictionResult> =>
+    deps.exclusive === undefined
+      ? evictToSize(deps)
+      : deps.exclusive(() => evictToSize(deps)).then((r) => r ?? { before: 0, after: 0, removed: 0 });
   let running: Promise<EvictionResult> | undefined;
   let soon: NodeJS.Timeout | undefined;
   const run = (): Promise<EvictionResult> => {
-    running ??= evictToSize(deps)
+    running ??= once()
       .catch((err: unknown) => {
         deps.log.error({ err }, 'cache eviction failed');
         return { before: 0, after: 0, removed: 0 };

@@ -176,3 +176,14 @@ test('upstream problems name their key path', () => {
     },
   );
 });
+
+test('coordination.redis.url: omitted is in-process, DOCXY_* sets it, a non-redis URL names the key', () => {
+  assert.equal(validateConfig({}, 'x').coordination.redis, undefined);
+  const env = { DOCXY_COORDINATION__REDIS__URL: 'redis://127.0.0.1:6379/0' };
+  assert.equal(loadConfig({}, env).coordination.redis?.url, 'redis://127.0.0.1:6379/0');
+  assert.throws(
+    () => validateConfig({ coordination: { redis: { url: 'http://x' } } }, 'x'),
+    (err: unknown) =>
+      err instanceof ConfigError && err.problems.some((p) => p.startsWith('coordination.redis.url')),
+  );
+});

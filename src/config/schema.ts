@@ -451,6 +451,22 @@ export const configSchema = z
       token: { ttl: 300_000 },
     }),
     policy: z.array(policyRuleSchema).default([]).describe('who may pull what (empty: everyone everything)'),
+    coordination: z
+      .object({
+        redis: z
+          .object({
+            url: z
+              .string()
+              .regex(/^rediss?:\/\/[^/]/, 'must be a redis:// or rediss:// URL')
+              .describe('the Redis every replica shares (leases, rate-limit counts, access proofs)'),
+          })
+          .strict()
+          .optional()
+          .describe('omitted: in-process coordination (one replica)'),
+      })
+      .strict()
+      .default({})
+      .describe('what several replicas share besides storage'),
     rate_limit: rateLimitSchema.default({ per_ip: {}, per_user: {}, failed_login_delay: 1000 }),
     limits: limitsSchema.default({
       url_length: 4096,

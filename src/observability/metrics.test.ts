@@ -68,6 +68,21 @@ describe('metrics', () => {
     assert.equal(s.value('docxy_http_requests_total', { route: 'manifest' }), 2);
   });
 
+  it('reports Redis coordination state and fallbacks by operation', async () => {
+    const m = createMetrics({ maxSizeBytes: 1, processMetrics: false });
+    m.coordination.redisUp(false);
+    m.coordination.fallback('lease');
+    m.coordination.fallback('lease');
+    m.coordination.fallback('counters');
+    let s = await scrapeOf(m);
+    assert.equal(s.value('docxy_coordination_redis_up'), 0);
+    assert.equal(s.value('docxy_coordination_fallback_total', { op: 'lease' }), 2);
+    assert.equal(s.value('docxy_coordination_fallback_total', { op: 'counters' }), 1);
+    m.coordination.redisUp(true);
+    s = await scrapeOf(m);
+    assert.equal(s.value('docxy_coordination_redis_up'), 1);
+  });
+
   it('exports the Node process metrics unless told not to', async () => {
     const on = await scrapeOf(createMetrics({ maxSizeBytes: 1 }));
     assert.ok(on.has('docxy_process_cpu_seconds_total'));

@@ -55,8 +55,17 @@ export interface WarmMetrics {
   imageFailures(n: number): void;
 }
 
+/** What Redis coordination reports (src/coordination/redis/redis-health.ts). */
+export interface CoordinationMetrics {
+  /** Redis answered (true) or failed (false). */
+  redisUp(up: boolean): void;
+  /** A call of `op` (`lease`, `counters`, `records`) was answered in-process instead. */
+  fallback(op: string): void;
+}
+
 export interface Metrics {
   readonly registry: Registry;
+  readonly coordination: CoordinationMetrics;
   readonly fills: FillMetrics;
   readonly warm: WarmMetrics;
   readonly cacheSize: CacheSizeMetrics;
@@ -253,6 +262,18 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     registers,
   });
 
+  const redisUp = new Gauge({
+    name: 'docxy_coordination_redis_up',
+    help: 'Whether Redis coordination answered at its last call (1) or failed (0); absent without coordination.redis',
+    registers,
+  });
+  const coordinationFallbacks = new Counter({
+    name: 'docxy_coordination_fallback_total',
+    help: 'Coordination calls answered in-process because Redis failed, by operation (lease, counters, records)',
+    labelNames: ['op'] as const,
+    registers,
+  });
+
   const routeCells = (route: string): RouteCells => {
     let r = routes.get(route);
     if (r === undefined) {
@@ -274,6 +295,14 @@ export function createMetrics(opts: MetricsOptions): Metrics {
 
   return {
     registry,
+    coordination: {
+      redisUp: (up) => {
+        redisUp.set(up ? 1 : 0);
+      },
+      fallback: (op) => {
+        coordinationFallbacks.labels(op).inc();
+      },
+    },
     fills: {
       started: () => {
         fillsStarted.inc();

@@ -1,0 +1,313 @@
+/**
+ * The pull benchmark's printed report: one table per scenario with ratios between contestants,
+ * the cold-pull CPU budget, and the targets checked against the runs.
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { TINY } from '../../test/helpers/images.ts';
+import { ALL_CONTESTANTS, type ContestantName } from '../contestants.ts';
+import { fmt, MB, MiB, mib, table, type UpstreamStats } from '../measure.ts';
+import type { BenchParams, RunResult, SuiteResult, TargetResult } from './runner.ts';
+
+const SHORT: Record<ContestantName, string> = {
+  direct: 'direct',
+  docxy: 'docxy',
+  'docxy-nometrics': 'docxy-nm',
+  distribution: 'distrib',
+  nginx: 'nginx',
+};
+
+function find(
+  runs: readonly RunResult[],
+  scenario: string,
+  name: ContestantName,
+  phase = '',
+): RunResult | undefined {
+  return runs.find((r) => r.scenario === scenario && r.contestant === name && r.phase === phase && r.ok);
+}
+
+/** `row / other` for the metric, as `1.23x`. */
+function ratio(a: number | undefined, b: number | undefined): string {
+  if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) return '-';
+  return `${(a / b).toFixed(2)}x`;
+}
+
+function upstreamCells(u: UpstreamStats, cdn: boolean): string[] {
+  return [
+    String(u.requests),
+    String(u.refused),
+    String(u.blobGets),
+    String(u.blobHeads),
+    ...(cdn ? [String(u.cdnGets)] : []),
+    fmt(u.bytes / MB, 0),
+    String(u.tokens),
+  ];
+}
+
+function upstreamHeaders(cdn: boolean): string[] {
+  return ['up reqs', 'up 401', 'up blob GET', 'up blob HEAD', ...(cdn ? ['CDN GET'] : []), 'up MB', 'tokens'];
+}
+
+const CPU_HEADERS = ['srv CPU s', 'hub CPU s', 'cli CPU s', 'other CPU s'];
+
+function cpuCells(r: RunResult): string[] {
+  return [fmt(r.cpu.server, 1), fmt(r.cpu.hub, 1), fmt(r.cpu.client, 1), fmt(r.cpu.other, 1)];
+}
+
+function transferTable(
+  suite: SuiteResult,
+  scenario: 'A' | 'B' | 'C',
+  names: readonly ContestantName[],
+): string {
+  const cdn = suite.hub === 'cdn';
+  const phases = scenario === 'B' ? ['cold', 'warm'] : [''];
+  const headers = [
+    'contestant',
+    'wall s',
+    'MB/s',
+    ...names.map((n) => `vs ${SHORT[n]}`),
+    ...(scenario === 'C' ? ['client p50 s', 'client max s'] : []),
+    ...upstreamHeaders(cdn),
+    ...CPU_HEADERS,
+    'srv RSS peak',
+  ];
+  const rows: string[][] = [];
+  for (const phase of phases) {
+    for (const name of names) {
+      const label = phase === '' ? name : `${name} ${phase}`;
+      const r = suite.runs.find((x) => x.scenario === scenario && x.contestant === name && x.phase === phase);
+      if (r === undefined) continue;
+      if (!r.ok) {
+        rows.push([label, 'FAILED', r.error?.slice(0, 60) ?? '']);
+        continue;
+      }
+      rows.push([
+        `${label}${r.disturbed ? ' *' : ''}`,
+        fmt(r.wallMs / 1000, 2),
+        fmt(r.mbps, 0),
+        ...names.map((other) =>
+          other === name ? '' : ratio(r.mbps, find(suite.runs, scenario, other, phase)?.mbps),
+        ),
+        ...(scenario === 'C' && r.clients !== undefined
+          ? [fmt(r.clients.medianMs / 1000, 2), fmt(r.clients.maxMs / 1000, 2)]
+          : []),
+        ...upstreamCells(r.upstream, cdn),
+        ...cpuCells(r),
+        r.rss === undefined ? '-' : mib(r.rss.peak),
+      ]);
+    }
+  }
+  return table(headers, rows);
+}
+
+function manifestTable(suite: SuiteResult, names: readonly ContestantName[]): string {
+  const headers = [
+    'contestant',
+    'req/s',
+    'p50 ms',
+    'p99 ms',
+    'errors',
+    ...names.map((n) => `vs ${SHORT[n]}`),
+    'up reqs',
+    'up mfst GET',
+    'up mfst HEAD',
+    'tokens',
+    ...CPU_HEADERS,
+  ];
+  const rps = (n: ContestantName): number | undefined => find(suite.runs, 'D', n)?.requests?.rps;
+  const rows: string[][] = [];
+  for (const name of names) {
+    const r = suite.runs.find((x) => x.scenario === 'D' && x.contestant === name);
+    if (r === undefined) continue;
+    if (!r.ok || r.requests === undefined) {
+      rows.push([name, 'FAILED', r.error?.slice(0, 60) ?? '']);
+      continue;
+    }
+    rows.push([
+      `${name}${r.disturbed ? ' *' : ''}`,
+      fmt(r.requests.rps, 0),
+      fmt(r.requests.p50Ms, 2),
+      fmt(r.requests.p99Ms, 2),
+      String(r.requests.errors),
+      ...names.map((other) => (other === name ? '' : ratio(r.requests?.rps, rps(other)))),
+      String(r.upstream.requests),
+      String(r.upstream.manifestGets),
+      String(r.upstream.manifestHeads),
+      String(r.upstream.tokens),
+      ...cpuCells(r),
+    ]);
+  }
+  return table(headers, rows);
+}
+
+export function evaluateTargets(suite: SuiteResult, aLabel: string, params: BenchParams): TargetResult[] {
+  const runs = suite.runs;
+  const out: TargetResult[] = [];
+  const check = (target: string, measured: string, pass: boolean | undefined): void => {
+    out.push({ target, measured, pass });
+  };
+  const aDocxy = find(runs, 'A', 'docxy');
+  check(
+    `A: Docxy RSS growth during the ${aLabel} cold pull < 64 MiB`,
+    aDocxy?.rss === undefined
+      ? 'n/a'
+      : `${mib(aDocxy.rss.growth)} (${mib(aDocxy.rss.before)} -> ${mib(aDocxy.rss.peak)})`,
+    aDocxy?.rss === undefined ? undefined : aDocxy.rss.growth < 64 * MiB,
+  );
+  const bWarm = find(runs, 'B', 'docxy', 'warm');
+  const bNginxWarm = find(runs, 'B', 'nginx', 'warm');
+  check(
+    'B: Docxy warm >= 0.9x nginx warm',
+    `${fmt(bWarm?.mbps, 0)} vs ${fmt(bNginxWarm?.mbps, 0)} MB/s = ${ratio(bWarm?.mbps, bNginxWarm?.mbps)}`,
+    bWarm === undefined || bNginxWarm === undefined ? undefined : bWarm.mbps >= 0.9 * bNginxWarm.mbps,
+  );
+  const bCold = find(runs, 'B', 'docxy', 'cold');
+  const bDirect = find(runs, 'B', 'direct', 'cold');
+  check(
+    'B: Docxy cold >= 0.9x direct',
+    `${fmt(bCold?.mbps, 0)} vs ${fmt(bDirect?.mbps, 0)} MB/s = ${ratio(bCold?.mbps, bDirect?.mbps)}`,
+    bCold === undefined || bDirect === undefined ? undefined : bCold.mbps >= 0.9 * bDirect.mbps,
+  );
+  const cDocxy = find(runs, 'C', 'docxy');
+  const cDirect = find(runs, 'C', 'direct');
+  check(
+    `C: Docxy ${params.cClients} cold clients -> 1 upstream blob GET`,
+    cDocxy === undefined
+      ? 'n/a'
+      : `${cDocxy.upstream.blobGets} GETs, ${fmt(cDocxy.upstream.bytes / MB, 0)} MB upstream`,
+    cDocxy === undefined ? undefined : cDocxy.upstream.blobGets === 1,
+  );
+  check(
+    `C: Docxy total time <= ${params.cClients} clients pulling direct`,
+    `${fmt((cDocxy?.wallMs ?? NaN) / 1000, 2)} s vs ${fmt((cDirect?.wallMs ?? NaN) / 1000, 2)} s`,
+    cDocxy === undefined || cDirect === undefined ? undefined : cDocxy.wallMs <= cDirect.wallMs,
+  );
+  const dRps = (n: ContestantName): number | undefined => find(runs, 'D', n)?.requests?.rps;
+  const dDocxy = dRps('docxy');
+  const dNginx = dRps('nginx');
+  const dDist = dRps('distribution');
+  check(
+    'D: Docxy warm manifest req/s >= 0.5x nginx',
+    `${fmt(dDocxy, 0)} vs ${fmt(dNginx, 0)} req/s = ${ratio(dDocxy, dNginx)}`,
+    dDocxy === undefined || dNginx === undefined ? undefined : dDocxy >= 0.5 * dNginx,
+  );
+  check(
+    'D: Docxy warm manifest req/s >= 50x distribution',
+    `${fmt(dDocxy, 0)} vs ${fmt(dDist, 0)} req/s = ${ratio(dDocxy, dDist)}`,
+    dDocxy === undefined || dDist === undefined ? undefined : dDocxy >= 50 * dDist,
+  );
+  const mem = suite.docxyMemory;
+  check(
+    'E: Docxy peak RSS over the whole run < 100 MiB',
+    mem === undefined ? 'n/a' : `VmHWM ${mib(mem.vmHwm)}, highest 100 ms sample ${mib(mem.peakRss)}`,
+    mem === undefined ? undefined : Math.max(mem.vmHwm, mem.peakRss) < 100 * MiB,
+  );
+  return out;
+}
+
+/** CPU seconds of one sha256 pass over `file` (read whole, hashed in 1 MiB steps). */
+export function sha256CpuSeconds(file: string): number {
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(MiB);
+    const hash = createHash('sha256');
+    let hashing = 0;
+    for (let pos = 0; ;) {
+      const n = readSync(fd, buf, 0, buf.length, pos);
+      if (n === 0) break;
+      pos += n;
+      const c0 = process.cpuUsage();
+      hash.update(n === buf.length ? buf : buf.subarray(0, n));
+      const c = process.cpuUsage(c0);
+      hashing += (c.user + c.system) / 1e6;
+    }
+    hash.digest();
+    return hashing;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * What the cold target leaves a cache on this machine: at 0.9x of the direct pull's wall time the
+ * cores offer so many CPU seconds; the client and the hub spend what they spent pulling direct
+ * (the same bytes to receive, hash and send); the rest is all a cache may use, and verifying the
+ * digest alone costs the sha256 pass measured in this process.
+ */
+function coldBudget(suite: SuiteResult): string | undefined {
+  const d = find(suite.runs, 'B', 'direct', 'cold');
+  if (d === undefined || suite.sha256CpuS === undefined) return undefined;
+  const wall = d.wallMs / 1000 / 0.9;
+  const offered = cpus().length * wall;
+  const used = d.cpu.client + d.cpu.hub;
+  return (
+    `cold budget at 0.9x direct: ${fmt(wall, 2)} s x ${cpus().length} cores = ${fmt(offered, 2)} CPU s; ` +
+    `direct's client + hub used ${fmt(used, 2)}; left for a cache: ${fmt(offered - used, 2)} CPU s, ` +
+    `of which its sha256 pass alone takes ${fmt(suite.sha256CpuS, 2)}`
+  );
+}
+
+export function printSuite(suite: SuiteResult, aLabel: string, bSize: number, params: BenchParams): void {
+  const names = ALL_CONTESTANTS.filter((n) => suite.contestants.some((c) => c.name === n));
+  const hubText =
+    suite.hub === 'cdn'
+      ? 'hub with CDN (blob GET -> 307 -> CDN stand-in, a Node static server)'
+      : 'hub without CDN (the registry serves blobs itself)';
+  const say = (s: string): void => {
+    process.stdout.write(`${s}\n`);
+  };
+  say('');
+  say(`==== Suite: ${hubText}${params.quick ? ' [--quick sizes]' : ''}`);
+  say(
+    `machine before the suite: ${fmt(suite.busyBefore * 100, 0)}% of a core busy, load average ` +
+      suite.loadAverageBefore.map((l) => fmt(l, 2)).join(' '),
+  );
+  say(
+    '"other CPU s" is machine-wide busy time not used by the contestant, the hub or this process; ' +
+      '* marks a run where it exceeded a quarter of the wall time (other work ran alongside)',
+  );
+  for (const s of suite.skipped) say(`(skipped ${s.name}: ${s.reason})`);
+  say('');
+  say(`A. cold pull of ${aLabel}: manifest + config + layer, one client`);
+  say(transferTable(suite, 'A', names));
+  say('');
+  say(`B. ${mib(bSize)} blob, cold (first pull) then warm (second pull), one client`);
+  say(transferTable(suite, 'B', names));
+  const budget = coldBudget(suite);
+  if (budget !== undefined) say(budget);
+  say('');
+  say(
+    `C. ${params.cClients} concurrent cold clients of a ${mib(params.cBlobSize)} blob (MB/s = all clients' bytes / wall time)`,
+  );
+  say(transferTable(suite, 'C', names));
+  say('');
+  say(
+    `D. warm tag-manifest GETs (${TINY.repo}:${TINY.tag}), ${params.dSeconds} s on ${params.dConnections} connections`,
+  );
+  say(manifestTable(suite, names));
+  say('');
+  const mem = suite.docxyMemory;
+  if (mem !== undefined) {
+    say(
+      `E. Docxy memory over the whole suite: after start RSS ${mib(mem.startRss)} (VmHWM ${mib(mem.startHwm)}); ` +
+        `highest 100 ms sample ${mib(mem.peakRss)}; VmHWM at the end ${mib(mem.vmHwm)}`,
+    );
+  }
+  const peaks = Object.entries(suite.memoryPeaks)
+    .map(([n, v]) => `${n} ${mib(v)}`)
+    .join(', ');
+  if (peaks !== '') say(`   peak RSS of each server's process tree (100 ms samples): ${peaks}`);
+  say('');
+  say('Targets:');
+  say(
+    table(
+      ['target', 'measured', 'result'],
+      suite.targets.map((t) => [
+        t.target,
+        t.measured,
+        t.pass === undefined ? 'n/a' : t.pass ? 'PASS' : 'FAIL',
+      ]),
+    ),
+  );
+}

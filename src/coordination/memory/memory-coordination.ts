@@ -1,0 +1,110 @@
+/**
+ * Coordination for one process: plain maps. Also what the Redis implementation answers from while
+ * Redis is unreachable. Every table is bounded, so a flood of addresses or keys cannot grow it.
+ */
+import type { Coordination, Counters, LeaseOwner, Leases, Records } from '../coordination.ts';
+
+/** Entries kept at most per table (each about 100 bytes). */
+const defaultMaxEntries = 100_000;
+
+export interface MemoryOptions {
+  readonly now?: () => number;
+  readonly maxEntries?: number;
+}
+
+/** Deletes the oldest entries (a Map iterates in insertion order) until `map` fits `max`. */
+export function trimOldest(map: Map<string, unknown>, max: number): void {
+  while (map.size > max) {
+    const oldest = map.keys().next();
+    if (oldest.done === true) return;
+    map.delete(oldest.value);
+  }
+}
+
+export function createMemoryLeases(now: () => number = Date.now, max = defaultMaxEntries): Leases {
+  const held = new Map<string, { owner: LeaseOwner; until: number }>();
+  const current = (key: string): { owner: LeaseOwner; until: number } | undefined => {
+    const l = held.get(key);
+    if (l !== undefined && l.until <= now()) {
+      held.delete(key);
+      return undefined;
+    }
+    return l;
+  };
+  return {
+    acquire(key, owner, ttlMs) {
+      const l = current(key);
+      if (l !== undefined) return Promise.resolve({ granted: false, holder: l.owner });
+      held.set(key, { owner, until: now() + ttlMs });
+      trimOldest(held, max);
+      return Promise.resolve({ granted: true });
+    },
+    renew(key, ownerId, ttlMs) {
+      const l = current(key);
+      if (l?.owner.id !== ownerId) return Promise.resolve(false);
+      l.until = now() + ttlMs;
+      return Promise.resolve(true);
+    },
+    release(key, ownerId) {
+      const l = current(key);
+      if (l?.owner.id !== ownerId) return Promise.resolve(false);
+      held.delete(key);
+      return Promise.resolve(true);
+    },
+  };
+}
+
+/** The window index of `t` and the milliseconds left in it. */
+export function windowOf(t: number, windowMs: number): { index: number; left: number } {
+  const index = Math.floor(t / windowMs);
+  return { index, left: (index + 1) * windowMs - t };
+}
+
+export function createMemoryCounters(now: () => number = Date.now, max = defaultMaxEntries): Counters {
+  const counts = new Map<string, { index: number; n: number }>();
+  return {
+    add(key, windowMs, n) {
+      const { index } = windowOf(now(), windowMs);
+      const k = `${String(windowMs)} ${key}`;
+      let c = counts.get(k);
+      if (c?.index !== index) {
+        // A new window: re-insert so the map's order stays "least recently started first".
+        counts.delete(k);
+        counts.set(k, (c = { index, n: 0 }));
+        trimOldest(counts, max);
+      }
+      c.n += n;
+      return c.n;
+    },
+    remaining: (windowMs) => windowOf(now(), windowMs).left,
+  };
+}
+
+export function createMemoryRecords(now: () => number = Date.now, max = defaultMaxEntries): Records {
+  const until = new Map<string, number>();
+  return {
+    has(key) {
+      const u = until.get(key);
+      if (u !== undefined && u <= now()) until.delete(key);
+      return Promise.resolve(u !== undefined && u > now());
+    },
+    put(key, ttlMs) {
+      until.delete(key);
+      until.set(key, now() + ttlMs);
+      trimOldest(until, max);
+      return Promise.resolve();
+    },
+  };
+}
+
+export function createMemoryCoordination(opts: MemoryOptions = {}): Coordination {
+  const now = opts.now ?? Date.now;
+  const max = opts.maxEntries ?? defaultMaxEntries;
+  return {
+    kind: 'memory',
+    leases: createMemoryLeases(now, max),
+    counters: createMemoryCounters(now, max),
+    records: createMemoryRecords(now, max),
+    close: () => Promise.resolve(),
+  };
+}
