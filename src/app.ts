@@ -7,6 +7,7 @@ import { createObservability, type Observability } from './app-observability.ts'
 import { createReadiness } from './app-readiness.ts';
 import { createAccessController } from './auth/access-controller.ts';
 import { buildCoordination } from './app-coordination.ts';
+import { buildStorage } from './app-storage.ts';
 import { createAccessProofs } from './auth/access-proofs.ts';
 import { createUserStore } from './auth/htpasswd.ts';
 import { createPolicy } from './auth/policy.ts';
@@ -43,7 +44,6 @@ import type { Server } from 'node:http';
 import type { Logger } from './observability/logger.ts';
 import { createRouter } from './routing/router.ts';
 import type { StorageDriver } from './storage/driver.ts';
-import { createFilesystemDriver } from './storage/filesystem/filesystem-driver.ts';
 import { createAddressGuard, type Resolve } from './upstream/address-guard.ts';
 import { createDispatcher } from './upstream/dispatcher.ts';
 import { realmTrusted } from './upstream/realm-trust.ts';
@@ -250,9 +250,8 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
   };
   const watchers: FSWatcher[] = [];
   let redirect: Server | undefined;
-  const storage: StorageDriver | undefined = config.cache.enabled
-    ? createFilesystemDriver(config.data)
-    : undefined;
+  const builtStorage = config.cache.enabled ? buildStorage(config) : undefined;
+  const storage: StorageDriver | undefined = builtStorage?.driver;
   const upstreams = config.upstreams.map((u) =>
     createUpstream(u, u.name === config.defaultUpstream, storage, config, log, overrides, obs),
   );
@@ -407,10 +406,19 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
           watchers.push(w);
         }
       }
-      if (storage !== undefined) {
-        // Leftovers of a crash mid-fill were never committed: remove them before serving.
-        const removed = await storage.cleanupTemporary();
-        if (removed > 0) log.info({ removed }, 'removed unfinished cache writes from a previous run');
+      if (storage !== undefined && builtStorage !== undefined) {
+        // A missing bucket or refused keys stop the start here; an unreachable store does not:
+        // Docxy relays meanwhile and answers 503 for what needs the store.
+        if (await builtStorage.start()) {
+          // Leftovers of a crash mid-fill were never committed: remove them before serving.
+          const removed = await storage.cleanupTemporary();
+          if (removed > 0) log.info({ removed }, 'removed unfinished cache writes from a previous run');
+        } else {
+          log.warn(
+            { storage: builtStorage.location },
+            'object store unreachable at start; serving without it until it answers',
+          );
+        }
         evictor?.trigger();
       }
       const { host, port } = splitHostPort(config.listen);
@@ -431,6 +439,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
           listen: `${address.address}:${address.port}`,
           publicUrl,
           upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`),
+          storage: builtStorage?.location ?? 'none (cache disabled)',
         },
         'docxy listening',
       );
@@ -453,6 +462,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
       await obs.close();
       await blobs?.close();
       await Promise.all(upstreams.map((u) => u.close()));
+      await builtStorage?.close();
       await coordination.close();
     },
   };

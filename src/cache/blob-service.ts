@@ -9,6 +9,7 @@ import { RegistryError } from '../registry/errors.ts';
 import type { FillMetrics } from '../observability/metrics.ts';
 import type { Digest } from '../registry/reference.ts';
 import type { StorageDriver } from '../storage/driver.ts';
+import { isStorageUnavailable } from '../storage/errors.ts';
 import { paths } from '../storage/paths.ts';
 import { discard } from '../upstream/body.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
@@ -134,6 +135,8 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
   /** Fills running now, with when they started. */
   const active = new Map<BlobFill, number>();
   const metrics = deps.metrics;
+  /** When the last "object store unavailable" warning was logged (one per 10 s, not per request). */
+  let lastStoreWarning = 0;
 
   /** Counts a reader of `key` (eviction leaves it alone); call what it returns, once, when done. */
   function opened(key: string): () => void {
@@ -246,9 +249,39 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
     get: (req) => get(req, false),
   };
 
+  /**
+   * The store cannot say whether it holds the blob: relay it from the upstream, uncached and not
+   * shared with other clients (a fill could not be committed anyway). When the upstream cannot be
+   * reached either, the client gets the store's 503.
+   */
+  async function relayWithoutStore(req: BlobRequest, storeError: Error): Promise<CacheReply> {
+    const now = Date.now();
+    if (now - lastStoreWarning > 10_000) {
+      lastStoreWarning = now;
+      log.warn(
+        { err: storeError.message, cause: String(storeError.cause) },
+        'object store unavailable; relaying blobs',
+      );
+    }
+    try {
+      return {
+        kind: 'upstream',
+        response: await req.fetch({ method: req.method, name: req.name, digest: req.digest.value }),
+      };
+    } catch {
+      throw storeError;
+    }
+  }
+
   async function get(req: BlobRequest, again: boolean): Promise<CacheReply> {
     const key = paths.blob(req.digest.value);
-    const hit = await fromStorage(req, key);
+    let hit;
+    try {
+      hit = await fromStorage(req, key);
+    } catch (err) {
+      if (!isStorageUnavailable(err)) throw err;
+      return relayWithoutStore(req, err);
+    }
     if (hit !== undefined) return hit;
 
     const running = flights.get(key);

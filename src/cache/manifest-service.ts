@@ -11,6 +11,7 @@ import { RegistryError } from '../registry/errors.ts';
 import { maxManifestBytes, mediaTypes } from '../registry/media-types.ts';
 import { parseDigest } from '../registry/reference.ts';
 import type { StorageDriver } from '../storage/driver.ts';
+import { isStorageUnavailable } from '../storage/errors.ts';
 import { paths } from '../storage/paths.ts';
 import { discard, readCapped } from '../upstream/body.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
@@ -147,9 +148,9 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
       return hot;
     }
     const key = paths.manifest(digest);
-    const info = await storage.stat(key);
+    const info = await unlessStoreDown(() => storage.stat(key));
     if (info === undefined) return undefined;
-    const bytes = await storage.getBytes(key);
+    const bytes = await unlessStoreDown(() => storage.getBytes(key));
     if (bytes === undefined) return undefined;
     const m: StoredManifest = {
       digest,
@@ -163,15 +164,16 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
 
   async function storeManifest(m: StoredManifest): Promise<void> {
     const key = paths.manifest(m.digest);
-    const w = await storage.createWriter(key, {
-      metadata: { mediaType: m.mediaType, visibility: m.visibility },
-    });
+    let w;
     try {
+      w = await storage.createWriter(key, {
+        metadata: { mediaType: m.mediaType, visibility: m.visibility },
+      });
       await w.write(m.bytes);
       await w.commit();
       remember(m);
     } catch (err) {
-      await w.cancel();
+      await w?.cancel().catch(() => undefined);
       log.warn({ digest: m.digest, err: (err as Error).message }, 'cannot cache manifest');
     }
   }
@@ -180,7 +182,7 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
     const key = paths.tag(deps.upstream, name, tag);
     const hot = tagMemory.get(key);
     if (hot !== undefined) return hot;
-    const bytes = await storage.getBytes(key);
+    const bytes = await unlessStoreDown(() => storage.getBytes(key));
     if (bytes === undefined) return undefined;
     try {
       const rec = JSON.parse(bytes.toString('utf8')) as TagRecord;
@@ -194,12 +196,13 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
   async function storeTag(name: string, tag: string, rec: TagRecord): Promise<void> {
     const key = paths.tag(deps.upstream, name, tag);
     rememberTag(key, rec);
-    const w = await storage.createWriter(key);
+    let w;
     try {
+      w = await storage.createWriter(key);
       await w.write(Buffer.from(JSON.stringify(rec)));
       await w.commit();
     } catch (err) {
-      await w.cancel();
+      await w?.cancel().catch(() => undefined);
       log.warn({ name, tag, err: (err as Error).message }, 'cannot cache tag');
     }
   }
@@ -207,7 +210,22 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
   async function forgetTag(name: string, tag: string): Promise<void> {
     const key = paths.tag(deps.upstream, name, tag);
     tagMemory.delete(key);
-    await storage.delete(key);
+    await unlessStoreDown(() => storage.delete(key));
+  }
+
+  /**
+   * A read the store cannot answer counts as "not cached": the manifest is fetched from the
+   * upstream and served (its store write fails and is logged), so an outage of the store costs
+   * upstream requests, never a wrong answer.
+   */
+  async function unlessStoreDown<T>(read: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await read();
+    } catch (err) {
+      if (!isStorageUnavailable(err)) throw err;
+      log.warn({ err: err.message }, 'object store unavailable; asking the upstream');
+      return undefined;
+    }
   }
 
   function serve(req: ManifestRequest, m: StoredManifest, cache: CacheResult): CacheReply | 'bypass' {

@@ -7,7 +7,7 @@ import { scanCache, type IndexedObject } from '../cache/cache-index.ts';
 import type { Config } from '../config/load.ts';
 import { formatSize } from '../config/units.ts';
 import type { StatsSnapshot } from '../dashboard/stats.ts';
-import { createFilesystemDriver } from '../storage/filesystem/filesystem-driver.ts';
+import { withStorage } from '../app-storage.ts';
 
 type Out = (s: string) => void;
 
@@ -27,7 +27,7 @@ export interface OfflineStats {
 }
 
 export async function offlineStats(config: Config): Promise<OfflineStats> {
-  const index = await scanCache(createFilesystemDriver(config.data));
+  const index = await withStorage(config, scanCache);
   const summary = (m: ReadonlyMap<string, IndexedObject>): KindSummary => ({
     count: m.size,
     bytes: [...m.values()].reduce((a, o) => a + o.size, 0),

@@ -8,7 +8,7 @@ import type { Config } from '../config/load.ts';
 import type { Logger } from '../observability/logger.ts';
 import { isValidName, isValidTag } from '../registry/reference.ts';
 import { withLibraryPrefix } from '../routing/library-prefix.ts';
-import { createFilesystemDriver } from '../storage/filesystem/filesystem-driver.ts';
+import { withStorage } from '../app-storage.ts';
 import { formatSize } from '../config/units.ts';
 
 type Out = (s: string) => void;
@@ -28,7 +28,7 @@ function table(rows: string[][]): string {
 }
 
 export async function cacheLs(config: Config, out: Out): Promise<void> {
-  const index = await scanCache(createFilesystemDriver(config.data));
+  const index = await withStorage(config, scanCache);
   const rows = [['UPSTREAM', 'REPOSITORY', 'TAG', 'DIGEST', 'SIZE', 'LAST ACCESS']];
   const sorted = [...index.tags].sort((a, b) =>
     `${a.upstream}/${a.name}:${a.tag}`.localeCompare(`${b.upstream}/${b.name}:${b.tag}`),
@@ -52,12 +52,9 @@ export async function cacheLs(config: Config, out: Out): Promise<void> {
 }
 
 export async function cacheGc(config: Config, log: Logger, out: Out): Promise<void> {
-  const r = await evictToSize({
-    storage: createFilesystemDriver(config.data),
-    maxSize: config.cache.max_size,
-    inUse: () => false,
-    log,
-  });
+  const r = await withStorage(config, (storage) =>
+    evictToSize({ storage, maxSize: config.cache.max_size, inUse: () => false, log }),
+  );
   out(
     `${formatSize(r.before)} -> ${formatSize(r.after)}: removed ${r.removed} objects (max_size ${formatSize(config.cache.max_size)})\n`,
   );
@@ -102,34 +99,35 @@ export async function cacheRm(config: Config, ref: string, out: Out): Promise<nu
     up.libraryPrefix,
   );
   const upstream = up.name;
-  const storage = createFilesystemDriver(config.data);
-  const index = await scanCache(storage);
-  const gone = index.tags.filter(
-    (t) => t.upstream === upstream && t.name === name && (tag === undefined || t.tag === tag),
-  );
-  if (gone.length === 0) {
-    out(`${name}${tag === undefined ? '' : `:${tag}`}: not in the cache\n`);
-    return 1;
-  }
-  const goneKeys = new Set(gone.map((t) => t.key));
-  const keep = reachable(
-    index,
-    index.tags.filter((t) => !goneKeys.has(t.key)).map((t) => t.record.digest),
-  );
-  const drop = [
-    ...reachable(
+  return withStorage(config, async (storage) => {
+    const index = await scanCache(storage);
+    const gone = index.tags.filter(
+      (t) => t.upstream === upstream && t.name === name && (tag === undefined || t.tag === tag),
+    );
+    if (gone.length === 0) {
+      out(`${name}${tag === undefined ? '' : `:${tag}`}: not in the cache\n`);
+      return 1;
+    }
+    const goneKeys = new Set(gone.map((t) => t.key));
+    const keep = reachable(
       index,
-      gone.map((t) => t.record.digest),
-    ),
-  ].filter((d) => !keep.has(d));
-  for (const t of gone) await storage.delete(t.key);
-  let bytes = 0;
-  for (const d of drop) {
-    const obj = index.manifests.get(d) ?? index.blobs.get(d);
-    if (obj === undefined) continue;
-    await storage.delete(obj.key);
-    bytes += obj.size;
-  }
-  out(`removed ${gone.length} tag(s) of ${name}, ${drop.length} objects, ${formatSize(bytes)}\n`);
-  return 0;
+      index.tags.filter((t) => !goneKeys.has(t.key)).map((t) => t.record.digest),
+    );
+    const drop = [
+      ...reachable(
+        index,
+        gone.map((t) => t.record.digest),
+      ),
+    ].filter((d) => !keep.has(d));
+    for (const t of gone) await storage.delete(t.key);
+    let bytes = 0;
+    for (const d of drop) {
+      const obj = index.manifests.get(d) ?? index.blobs.get(d);
+      if (obj === undefined) continue;
+      await storage.delete(obj.key);
+      bytes += obj.size;
+    }
+    out(`removed ${gone.length} tag(s) of ${name}, ${drop.length} objects, ${formatSize(bytes)}\n`);
+    return 0;
+  });
 }

@@ -10,14 +10,16 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { configSchema, formatIssues, type ConfigFile } from './schema.ts';
+import { resolveStorage, type ResolvedStorage } from './storage-schema.ts';
 import { resolveUpstreams, type ResolvedUpstreams } from './upstreams.ts';
 
 /** The configuration the app runs with: the file's keys, upstreams and listeners resolved. */
 export type Config = Omit<
   ConfigFile,
-  'upstream' | 'upstreams' | 'default_upstream' | 'listen' | 'http_listen'
+  'upstream' | 'upstreams' | 'default_upstream' | 'listen' | 'http_listen' | 'storage'
 > &
   ResolvedUpstreams & {
+    readonly storage: ResolvedStorage;
     readonly listen: string;
     /** The plain HTTP redirect/ACME listener, when TLS is on and it is not disabled. */
     readonly http_listen: string | undefined;
@@ -144,11 +146,13 @@ export function validateConfig(tree: unknown, source: string, env: NodeJS.Proces
     ...rest
   } = res.data;
   const resolved = resolveUpstreams(res.data, env, problems);
+  const storage = resolveStorage(rest.storage, env, problems);
   if (problems.length > 0) throw new ConfigError(source, problems);
   const tlsEnabled = rest.tls !== undefined && (rest.tls.cert !== undefined || rest.tls.acme !== undefined);
   return {
     ...rest,
     ...resolved,
+    storage,
     tlsEnabled,
     listen: listen ?? (tlsEnabled ? '0.0.0.0:443' : '0.0.0.0:5000'),
     http_listen: !tlsEnabled || httpListen === false ? undefined : (httpListen ?? '0.0.0.0:80'),

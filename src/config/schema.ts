@@ -5,34 +5,8 @@
 import { z } from 'zod';
 import { parseImage } from '../warm/image-ref.ts';
 import { parsePlatform } from '../warm/warm-plan.ts';
-import { parseDuration, parseSize } from './units.ts';
-
-/** A number, or a string with a unit that `parse` turns into one (durations, sizes). */
-function withUnits(parse: (v: string | number) => number | undefined, message: string) {
-  return z.union([z.string(), z.number()]).transform((v, ctx) => {
-    const n = parse(v);
-    if (n === undefined) {
-      ctx.addIssue({ code: 'custom', message });
-      return z.NEVER;
-    }
-    return n;
-  });
-}
-
-const duration = withUnits(parseDuration, 'must be a duration such as 500ms, 30s, 5m or 1h');
-const size = withUnits(parseSize, 'must be a size such as 1048576, 512MiB or 50GiB');
-
-const httpUrl = z
-  .string()
-  .refine((s) => {
-    try {
-      const u = new URL(s);
-      return u.protocol === 'http:' || u.protocol === 'https:';
-    } catch {
-      return false;
-    }
-  }, 'must be an http(s) URL')
-  .transform((s) => s.replace(/\/+$/, ''));
+import { duration, httpUrl, size } from './zod-units.ts';
+import { storageSchema } from './storage-schema.ts';
 
 const hostPort = z
   .string()
@@ -430,7 +404,13 @@ export const configSchema = z
       .strict()
       .default({ heap_target: 64 * 1024 ** 2, semi_space: 6 * 1024 ** 2, malloc_arenas: 1 })
       .describe('process memory'),
-    data: z.string().min(1).default('./data').describe('the data directory: the filesystem cache lives here'),
+    data: z
+      .string()
+      .min(1)
+      .default('./data')
+      .describe(
+        'the data directory: the filesystem cache, and what is local to one replica (ACME state, spools)',
+      ),
     default_upstream: z
       .string()
       .optional()
@@ -480,6 +460,9 @@ export const configSchema = z
     warm: warmSchema
       .default({ interval: 0, images: [], platforms: ['linux/amd64'], concurrency: 2 })
       .describe('images the server keeps warm on a schedule (docxy warm, run by the server)'),
+    storage: storageSchema
+      .default({ driver: 'filesystem' })
+      .describe('where cached objects live: filesystem (under data:) or one S3 bucket shared by replicas'),
     cache: cacheSchema.default({
       enabled: true,
       max_size: 50 * 1024 ** 3,

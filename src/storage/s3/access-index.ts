@@ -5,7 +5,8 @@
  * flushed as JSON to one file under the data folder now and then; a Redis-backed index shared by
  * replicas can implement the same interface later.
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 export interface AccessIndex {
@@ -39,10 +40,11 @@ export function createMemoryAccessIndex(): AccessIndex {
  * temporary file renamed into place, so a crash leaves the previous snapshot; losing recent
  * accesses only makes eviction slightly less accurate.
  */
-export async function createFileAccessIndex(file: string): Promise<AccessIndex> {
+export function createFileAccessIndex(file: string): AccessIndex {
   const times = new Map<string, number>();
   try {
-    const saved = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    // Read once at start, before serving: synchronous keeps the app's construction synchronous.
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
     for (const [k, v] of Object.entries(saved)) if (typeof v === 'number') times.set(k, v);
   } catch {
     // Absent or unreadable: start empty, LastModified stands in.

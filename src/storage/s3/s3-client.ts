@@ -27,6 +27,13 @@ export function createS3Client(o: S3ClientOptions): S3Client {
     forcePathStyle: o.forcePathStyle,
     ...(o.credentials === undefined ? {} : { credentials: o.credentials }),
     maxAttempts: o.maxAttempts,
-    requestHandler: { connectionTimeout: o.connectTimeoutMs, requestTimeout: o.requestTimeoutMs },
+    requestHandler: {
+      connectionTimeout: o.connectTimeoutMs,
+      // Without throwOnRequestTimeout the SDK only logs a warning and the request hangs on; the
+      // socket timeout covers a body that stalls after its headers arrived.
+      requestTimeout: o.requestTimeoutMs,
+      throwOnRequestTimeout: true,
+      socketTimeout: o.requestTimeoutMs,
+    },
   });
 }

@@ -5,15 +5,7 @@
  * instead of a hang or a 500.
  */
 import { RegistryError } from '../../registry/errors.ts';
-
-/** The object store could not be reached or answered with a server error or timed out. */
-export class StorageUnavailableError extends RegistryError {
-  constructor(operation: string, cause: unknown) {
-    super('UNAVAILABLE', { message: `object store unavailable (${operation})` });
-    this.name = 'StorageUnavailableError';
-    this.cause = cause;
-  }
-}
+import { StorageUnavailableError } from '../errors.ts';
 
 interface SdkError {
   name?: string;
