@@ -9,7 +9,12 @@ import { HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Config } from './config/load.ts';
 import type { StorageDriver } from './storage/driver.ts';
 import { createFilesystemDriver } from './storage/filesystem/filesystem-driver.ts';
-import { createFileAccessIndex, type AccessIndex } from './storage/s3/access-index.ts';
+import type { Coordination } from './coordination/coordination.ts';
+import {
+  createFileAccessIndex,
+  createSharedAccessIndex,
+  type AccessIndex,
+} from './storage/s3/access-index.ts';
 import { createS3Client } from './storage/s3/s3-client.ts';
 import { createS3Driver } from './storage/s3/s3-driver.ts';
 
@@ -44,7 +49,11 @@ async function checkBucket(client: S3Client, bucket: string, where: string): Pro
   }
 }
 
-export function buildStorage(config: Config): BuiltStorage {
+/**
+ * With a Redis `coordination`, the S3 driver's last-access records are shared by the fleet, so
+ * eviction (run by one replica at a time) orders by every replica's reads.
+ */
+export function buildStorage(config: Config, coordination?: Coordination): BuiltStorage {
   const s3 = config.storage.s3;
   if (config.storage.driver !== 's3' || s3 === undefined) {
     return {
@@ -63,7 +72,11 @@ export function buildStorage(config: Config): BuiltStorage {
     requestTimeoutMs: s3.request_timeout,
     maxAttempts: 2,
   });
-  const index: AccessIndex = createFileAccessIndex(join(config.data, 's3', 'access-index.json'));
+  const localIndex = createFileAccessIndex(join(config.data, 's3', 'access-index.json'));
+  const index: AccessIndex =
+    coordination?.kind === 'redis'
+      ? createSharedAccessIndex(localIndex, coordination.stamps, `${s3.bucket}/${s3.prefix}`)
+      : localIndex;
   const where = s3.endpoint ?? `AWS (${s3.region})`;
   return {
     driver: createS3Driver({

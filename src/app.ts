@@ -250,7 +250,8 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
   };
   const watchers: FSWatcher[] = [];
   let redirect: Server | undefined;
-  const builtStorage = config.cache.enabled ? buildStorage(config) : undefined;
+  const { coordination, owner } = buildCoordination(config, log, obs.metrics?.coordination);
+  const builtStorage = config.cache.enabled ? buildStorage(config, coordination) : undefined;
   const storage: StorageDriver | undefined = builtStorage?.driver;
   const upstreams = config.upstreams.map((u) =>
     createUpstream(u, u.name === config.defaultUpstream, storage, config, log, overrides, obs),
@@ -259,7 +260,6 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
   let publicUrl = config.public_url;
   let evictor: Evictor | undefined;
   let blobs: BlobService | undefined;
-  const { coordination, owner } = buildCoordination(config, log, obs.metrics?.coordination);
   // In-process coordination would only double the limiter's own counts and the one evictor: it is
   // used only with a fleet.
   const fleet = coordination.kind === 'redis' ? coordination : undefined;

@@ -1,7 +1,7 @@
 /**
  * What replicas of one Docxy fleet share, besides storage: leases (one fill or one eviction run at
  * a time), windowed counters (rate limits that hold across replicas) and short-lived records
- * (private-access proofs). `memory/` answers for one process; `redis/` for a fleet, and falls back
+ * (private-access proofs) and latest-wins stamps (last access for LRU). `memory/` answers for one process; `redis/` for a fleet, and falls back
  * to `memory/` per call while Redis is unreachable (duplicate work then, never wrong bytes).
  * Both run the one suite in test/conformance/coordination-suite.ts.
  */
@@ -55,12 +55,27 @@ export interface Records {
   put(key: string, ttlMs: number): Promise<void>;
 }
 
+/**
+ * Latest-wins timestamps per key, shared by the fleet: the last access of each cached object, so
+ * the one replica that evicts orders by every replica's reads. Best effort: what cannot be shared
+ * stays local; an object without a stamp counts from its LastModified.
+ */
+export interface Stamps {
+  /** Raises each key's stamp to the given ms (a lower value never lowers a stamp). */
+  raise(entries: ReadonlyMap<string, number>): Promise<void>;
+  /** The stamps known for `keys`; keys without one are absent from the map. */
+  get(keys: readonly string[]): Promise<Map<string, number>>;
+  /** Forgets the keys' stamps (after their objects were deleted). */
+  forget(keys: readonly string[]): Promise<void>;
+}
+
 export interface Coordination {
   /** `memory` for one process; `redis` when shared (even while it falls back). */
   readonly kind: 'memory' | 'redis';
   readonly leases: Leases;
   readonly counters: Counters;
   readonly records: Records;
+  readonly stamps: Stamps;
   /** Stops timers and connections (a last flush of counters is attempted). */
   close(): Promise<void>;
 }

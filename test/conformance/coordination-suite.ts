@@ -152,5 +152,29 @@ export function runCoordinationConformance(name: string, open: () => Promise<Fle
       assert.equal(await a.records.has(k), false);
       assert.equal(await b.records.has(k), false);
     });
+
+    it('stamps are latest-wins across replicas, read for many keys at once, and forgotten', async () => {
+      const { a, b } = f();
+      const k = key('stamp');
+      const keys = Array.from({ length: 1200 }, (_, i) => `${k}/${String(i)}`);
+      await a.stamps.raise(new Map(keys.map((x, i) => [x, 1_000 + i])));
+      // A later stamp from the other replica wins; an earlier one does not lower it.
+      await b.stamps.raise(
+        new Map([
+          [keys[0] ?? '', 5_000],
+          [keys[1] ?? '', 10],
+        ]),
+      );
+      const seen = await b.stamps.get([...keys, `${k}/absent`]);
+      assert.equal(seen.size, keys.length);
+      assert.equal(seen.get(keys[0] ?? ''), 5_000);
+      assert.equal(seen.get(keys[1] ?? ''), 1_001);
+      assert.equal(seen.get(keys[1199] ?? ''), 2_199);
+      assert.equal(seen.has(`${k}/absent`), false);
+      assert.equal((await a.stamps.get([keys[0] ?? ''])).get(keys[0] ?? ''), 5_000);
+      await a.stamps.forget(keys.slice(0, 2));
+      const after = await b.stamps.get(keys.slice(0, 3));
+      assert.deepEqual([...after.keys()], [keys[2]]);
+    });
   });
 }

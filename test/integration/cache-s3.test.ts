@@ -11,10 +11,13 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { buildStorage } from '../../src/app-storage.ts';
 import { cacheGc, cacheLs, cacheRm } from '../../src/cli/cache.ts';
+import { createRedisCoordination } from '../../src/coordination/redis/redis-coordination.ts';
 import { deepMerge, validateConfig, type Config } from '../../src/config/load.ts';
 import type { ConfigInput } from '../../src/config/schema.ts';
 import { createLogger } from '../../src/observability/logger.ts';
+import { paths } from '../../src/storage/paths.ts';
 import { streamGet } from '../helpers/cache-probe.ts';
 import { layoutBlob, parseLayoutIndex } from '../helpers/client-steps.ts';
 import { startSkopeo } from '../helpers/clients/skopeo.ts';
@@ -31,6 +34,7 @@ import {
   type TestImage,
 } from '../helpers/images.ts';
 import { waitFor } from '../helpers/process.ts';
+import { startRedis } from '../helpers/redis.ts';
 import { startRgw, type Rgw } from '../helpers/rgw.ts';
 import { makeTmpDir } from '../helpers/tmp.ts';
 
@@ -291,5 +295,44 @@ describe('docxy on an S3 bucket (RADOS Gateway)', () => {
       startDocxy(replicaConfig({ storage: { s3: { bucket, secret_access_key: 'wrong-secret' } } })),
       /storage\.s3: http:\/\/127\.0\.0\.1:\d+ refused access to bucket/,
     );
+  });
+
+  it("with Redis, last accesses are shared: what replica A recorded orders replica B's listing (eviction)", async () => {
+    const redis = await startRedis();
+    const coordination = createRedisCoordination({ url: redis.url, log: createLogger('silent') });
+    try {
+      const a = await startDocxy(replicaConfig({ coordination: { redis: { url: redis.url } } }));
+      try {
+        await pullAll(a, TINY);
+      } finally {
+        await stopReplica(a); // flushes its access records to Redis
+      }
+      const keys = TINY.blobs.map((b) => paths.blob(b.digest));
+      const shared = await coordination.stamps.get(keys.map((k) => `${bucket}/mirror/${k}`));
+      assert.equal(shared.size, keys.length, 'A shared a last access for every blob it cached');
+
+      // Replica B (its own, empty local index) lists the bucket as its evictor would: a read
+      // recorded elsewhere in the fleet (here: an hour ahead) is what it orders by.
+      const later = Date.now() + 3_600_000;
+      const first = keys[0] ?? '';
+      await coordination.stamps.raise(new Map([[`${bucket}/mirror/${first}`, later]]));
+      const config = validateConfig(
+        deepMerge({ listen: '127.0.0.1:0' }, replicaConfig({ coordination: { redis: { url: redis.url } } })),
+        'test',
+      );
+      const b = buildStorage(config, coordination);
+      try {
+        assert.equal(await b.start(), true);
+        const listed = new Map<string, number>();
+        for await (const e of b.driver.list('blobs/')) listed.set(e.key, e.lastAccess.getTime());
+        assert.equal(listed.get(first), later);
+        for (const k of keys.slice(1)) assert.equal(listed.get(k), shared.get(`${bucket}/mirror/${k}`));
+      } finally {
+        await b.close();
+      }
+    } finally {
+      await coordination.close();
+      await redis.close();
+    }
   });
 });

@@ -2,7 +2,7 @@
  * Coordination for one process: plain maps. Also what the Redis implementation answers from while
  * Redis is unreachable. Every table is bounded, so a flood of addresses or keys cannot grow it.
  */
-import type { Coordination, Counters, LeaseOwner, Leases, Records } from '../coordination.ts';
+import type { Coordination, Counters, LeaseOwner, Leases, Records, Stamps } from '../coordination.ts';
 
 /** Entries kept at most per table (each about 100 bytes). */
 const defaultMaxEntries = 100_000;
@@ -97,6 +97,34 @@ export function createMemoryRecords(now: () => number = Date.now, max = defaultM
   };
 }
 
+export function createMemoryStamps(max = defaultMaxEntries): Stamps {
+  const stamps = new Map<string, number>();
+  return {
+    raise(entries) {
+      for (const [k, ms] of entries) {
+        const cur = stamps.get(k);
+        if (cur !== undefined && cur >= ms) continue;
+        stamps.delete(k);
+        stamps.set(k, ms);
+      }
+      trimOldest(stamps, max);
+      return Promise.resolve();
+    },
+    get(keys) {
+      const out = new Map<string, number>();
+      for (const k of keys) {
+        const v = stamps.get(k);
+        if (v !== undefined) out.set(k, v);
+      }
+      return Promise.resolve(out);
+    },
+    forget(keys) {
+      for (const k of keys) stamps.delete(k);
+      return Promise.resolve();
+    },
+  };
+}
+
 export function createMemoryCoordination(opts: MemoryOptions = {}): Coordination {
   const now = opts.now ?? Date.now;
   const max = opts.maxEntries ?? defaultMaxEntries;
@@ -105,6 +133,7 @@ export function createMemoryCoordination(opts: MemoryOptions = {}): Coordination
     leases: createMemoryLeases(now, max),
     counters: createMemoryCounters(now, max),
     records: createMemoryRecords(now, max),
+    stamps: createMemoryStamps(max),
     close: () => Promise.resolve(),
   };
 }

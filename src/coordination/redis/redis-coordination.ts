@@ -2,7 +2,8 @@
  * Coordination shared through Redis (ioredis). Leases are `SET NX PX` plus Lua compare-and-renew and
  * compare-and-delete on the owner id; counters are local counts flushed every `flushIntervalMs`
  * with INCRBY + PEXPIRE, whose answers bring back the fleet's totals (the request path never waits
- * on Redis); records are `SET PX` / `EXISTS`, kept locally as well.
+ * on Redis); records are `SET PX` / `EXISTS`, kept locally as well; stamps are one hash, raised by a
+ * Lua max per field and read with HMGET.
  *
  * Degrade, never corrupt: the offline queue is off and commands have a timeout, so a call fails
  * fast while Redis is unreachable and is answered from the in-process implementation instead
@@ -11,7 +12,7 @@
  */
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Coordination, Counters, LeaseGrant, Leases, Records } from '../coordination.ts';
+import type { Coordination, Counters, LeaseGrant, Leases, Records, Stamps } from '../coordination.ts';
 import { createMemoryCoordination, trimOldest, windowOf } from '../memory/memory-coordination.ts';
 import { createRedisHealth, type CoordinationMetrics, type RedisHealth } from './redis-health.ts';
 
@@ -188,6 +189,62 @@ function redisRecords(redis: Redis, prefix: string, health: RedisHealth, local: 
   };
 }
 
+// Sets each field to the larger of its value and the given one: ARGV is field, ms, field, ms...
+const raiseScript =
+  "for i = 1, #ARGV, 2 do local c = redis.call('HGET', KEYS[1], ARGV[i]) " +
+  "if (not c) or tonumber(c) < tonumber(ARGV[i + 1]) then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end end return 1";
+/** Fields per command, so one call never blocks Redis for long. */
+const stampBatch = 500;
+
+function batches<T>(items: readonly T[]): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += stampBatch) out.push(items.slice(i, i + stampBatch));
+  return out;
+}
+
+/** Stamps in Redis; while it is unreachable they are raised and read in-process instead. */
+function redisStamps(redis: Redis, prefix: string, health: RedisHealth, local: Stamps): Stamps {
+  const hash = `${prefix}stamps`;
+  return {
+    raise: (entries) =>
+      health.call(
+        'stamps',
+        async () => {
+          for (const batch of batches([...entries])) {
+            await redis.eval(raiseScript, 1, hash, ...batch.flatMap(([k, ms]) => [k, String(ms)]));
+          }
+        },
+        () => local.raise(entries),
+      ),
+    get: (keys) =>
+      health.call(
+        'stamps',
+        async () => {
+          const out = new Map<string, number>();
+          for (const batch of batches(keys)) {
+            const values = await redis.hmget(hash, ...batch);
+            batch.forEach((k, i) => {
+              const v = Number(values[i] ?? Number.NaN);
+              if (Number.isFinite(v)) out.set(k, v);
+            });
+          }
+          return out;
+        },
+        () => local.get(keys),
+      ),
+    async forget(keys) {
+      await local.forget(keys);
+      await health.call(
+        'stamps',
+        async () => {
+          for (const batch of batches(keys)) await redis.hdel(hash, ...batch);
+        },
+        () => Promise.resolve(),
+      );
+    },
+  };
+}
+
 export function createRedisCoordination(
   opts: RedisCoordinationOptions,
   now: () => number = Date.now,
@@ -213,6 +270,7 @@ export function createRedisCoordination(
     leases: redisLeases(redis, prefix, health, local.leases),
     counters,
     records: redisRecords(redis, prefix, health, local.records),
+    stamps: redisStamps(redis, prefix, health, local.stamps),
     async close() {
       clearInterval(timer);
       await counters.flush();

@@ -272,8 +272,12 @@ export function createS3Driver(o: S3DriverOptions): StorageDriver {
           } catch (err) {
             throw toStorageError('list', err);
           }
-          for (const c of page.Contents ?? []) {
-            if (c.Key === undefined || !c.Key.startsWith(prefix)) continue;
+          const entries = (page.Contents ?? []).filter(
+            (c): c is typeof c & { Key: string } => c.Key?.startsWith(prefix) === true,
+          );
+          // Other replicas' reads of this page's objects (shared index), in one round trip.
+          await accessIndex.load?.(entries.map((c) => c.Key.slice(prefix.length)));
+          for (const c of entries) {
             const key = c.Key.slice(prefix.length);
             yield { key, size: c.Size ?? 0, lastAccess: lastAccess(key, c.LastModified) };
           }
