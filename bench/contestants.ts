@@ -57,7 +57,7 @@ async function answers(url: string, ok: (status: number) => boolean): Promise<bo
  * them through this process, which here is also the load generator: Docxy's one log line per
  * request at 20k req/s would cost the client CPU, and a full pipe would throttle the server.)
  */
-interface ServerProcess {
+export interface ServerProcess {
   readonly pid: number;
   running(): boolean;
   log(): string;
@@ -77,7 +77,7 @@ process.on('exit', () => {
   }
 });
 
-function spawnServer(
+export function spawnServer(
   cmd: string,
   args: readonly string[],
   opts: { cwd: string; env?: NodeJS.ProcessEnv; logFile: string },
@@ -131,7 +131,7 @@ function spawnServer(
 }
 
 /** Waits for the server to answer; stops it and throws (with its log) if it does not. */
-async function ready(
+export async function ready(
   proc: ServerProcess,
   what: string,
   url: string,
@@ -153,7 +153,7 @@ async function ready(
 }
 
 /** A contestant's stop: its process, then its temporary directory (also when stopping fails). */
-function stopAndRemove(proc: ServerProcess, dir: { remove: () => void }): () => Promise<void> {
+export function stopAndRemove(proc: ServerProcess, dir: { remove: () => void }): () => Promise<void> {
   return async () => {
     try {
       await proc.stop();
@@ -299,7 +299,8 @@ export async function startDistributionProxy(hub: FakeHub): Promise<Contestant> 
  * One worker process: Docxy is one Node process, and the benchmark client needs the other core.
  */
 function nginxConfig(dir: string, port: number, hub: FakeHub): string {
-  const upstreamHost = `127.0.0.1:${hub.registryPort}`;
+  // The hub's address as the contestants see it (scenario E puts a capped link in between).
+  const upstreamHost = new URL(hub.registryUrl).host;
   const cacheCommon = [
     'proxy_cache registry;',
     'proxy_cache_lock on;',

@@ -4,7 +4,9 @@
  * tables, checks the targets from the issue, and writes bench/results/latest.json.
  *
  *   npm run build && node --import tsx bench/pull-bench.ts [--quick] [--hub plain|cdn|both]
- *       [--only A,B,C,D] [--contestants direct,docxy,distribution,nginx] [--no-prefault]
+ *       [--only A,B,C,D,E] [--contestants direct,docxy,distribution,nginx] [--no-prefault]
+ *       [--link-rates 1000,200] [--link-rtt-ms 0] [--link-size MiB] [--link-clients N]
+ *       [--link-clients-size MiB]
  *
  * Before every run that writes a cache (A, B cold, C) the page cache is prefaulted for every
  * contestant alike (measure.ts, prefaultPageCache: on this VM, writes into never-touched memory
@@ -16,9 +18,11 @@
  *   B  a 1 GiB blob, cold (first pull) then warm (second pull), through each contestant
  *   C  N concurrent cold clients of a 64 MiB blob: wall time, upstream blob GETs and bytes
  *   D  warm tag-manifest GETs for a fixed time on 32 connections: requests per second
- *   E  Docxy's peak RSS over the whole run
+ *   E  the hub behind a capped link (tc in a network namespace; needs root), per rate: a cold
+ *      1 GiB blob, and 50 concurrent cold clients of a 256 MiB blob vs ONE direct pull
+ *   M  Docxy's peak RSS over the whole run
  *
- * Each scenario is its own file in bench/pull/ (scenario-a.ts … scenario-d.ts) on one shared runner
+ * Each scenario is its own file in bench/pull/ (scenario-a.ts … scenario-e.ts) on one shared runner
  * (runner.ts: measure() and the result types); report.ts prints the tables and checks the targets.
  *
  * `--hub plain` (default) runs the hub without its CDN stand-in (the registry serves blobs
@@ -57,6 +61,8 @@ import { scenarioA } from './pull/scenario-a.ts';
 import { B_REPO, scenarioB } from './pull/scenario-b.ts';
 import { C_REPO, scenarioC } from './pull/scenario-c.ts';
 import { scenarioD } from './pull/scenario-d.ts';
+import { E_CLIENTS_REPO, E_REPO, scenarioE } from './pull/scenario-e.ts';
+import { linkUnavailable } from './link/link.ts';
 
 // Parameters
 
@@ -66,10 +72,16 @@ const { values: args } = parseArgs({
     hub: { type: 'string', default: 'plain' },
     // For focused work on one path: e.g. --only B --contestants direct,docxy (the targets that need
     // a skipped scenario or contestant are reported as n/a).
-    only: { type: 'string', default: 'A,B,C,D' },
+    only: { type: 'string', default: 'A,B,C,D,E' },
     contestants: { type: 'string', default: CONTESTANTS.join(',') },
     // See prefaultPageCache in measure.ts.
     'no-prefault': { type: 'boolean', default: false },
+    // Scenario E: the link's rates (Mbit/s), added round-trip time, and sizes (MiB) and client count.
+    'link-rates': { type: 'string', default: '1000,200' },
+    'link-rtt-ms': { type: 'string', default: '0' },
+    'link-size': { type: 'string' },
+    'link-clients': { type: 'string' },
+    'link-clients-size': { type: 'string' },
   },
   strict: true,
 });
@@ -86,14 +98,30 @@ if (HUB_MODES.length === 0) throw new Error(`--hub must be plain, cdn or both (g
 
 const SCENARIOS = new Set(args.only.split(',').map((x) => x.trim().toUpperCase()));
 for (const sc of SCENARIOS)
-  if (!['A', 'B', 'C', 'D'].includes(sc)) throw new Error(`--only takes A, B, C, D (got ${sc})`);
+  if (!['A', 'B', 'C', 'D', 'E'].includes(sc)) throw new Error(`--only takes A, B, C, D, E (got ${sc})`);
 const SELECTED = new Set(args.contestants.split(',').map((x) => x.trim()));
 for (const name of SELECTED)
   if (!(ALL_CONTESTANTS as readonly string[]).includes(name))
     throw new Error(`--contestants takes ${ALL_CONTESTANTS.join(', ')} (got ${name})`);
 
+/** A positive number from a flag, or `fallback` when the flag is absent. */
+function positive(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${flag} must be a positive number (got ${value})`);
+  return n;
+}
+const LINK = {
+  eRatesMbit: args['link-rates'].split(',').map((r) => positive('link-rates', r.trim(), 0)),
+  eRttMs: args['link-rtt-ms'] === '0' ? 0 : positive('link-rtt-ms', args['link-rtt-ms'], 0),
+  eBlobSize: positive('link-size', args['link-size'], QUICK ? 64 : 1024) * MiB,
+  eClients: Math.round(positive('link-clients', args['link-clients'], QUICK ? 10 : 50)),
+  eClientsBlobSize: positive('link-clients-size', args['link-clients-size'], QUICK ? 16 : 256) * MiB,
+};
+
 const PARAMS: BenchParams = QUICK
   ? {
+      ...LINK,
       quick: true,
       prefault: !args['no-prefault'],
       bBlobSize: 64 * MiB,
@@ -104,6 +132,7 @@ const PARAMS: BenchParams = QUICK
       aLayer: 32 * MiB,
     }
   : {
+      ...LINK,
       quick: false,
       prefault: !args['no-prefault'],
       bBlobSize: 1024 * MiB,
@@ -124,6 +153,7 @@ async function runSuite(
   aImage: TestImage,
   bBlob: BlobFile,
   cBlob: BlobFile,
+  eBlobs: { one: BlobFile; clients: BlobFile } | undefined,
 ): Promise<SuiteResult> {
   log(`suite: hub ${mode === 'cdn' ? 'with CDN' : 'without CDN'}; waiting up to 2 min for an idle machine`);
   const busyBefore = await waitForQuiet(120_000);
@@ -151,6 +181,10 @@ async function runSuite(
     await pushImage(hub, TINY);
     await pushBlobFile(hub, B_REPO, bBlob, stepSignal(global));
     await pushBlobFile(hub, C_REPO, cBlob, stepSignal(global));
+    if (eBlobs !== undefined) {
+      await pushBlobFile(hub, E_REPO, eBlobs.one, stepSignal(global));
+      await pushBlobFile(hub, E_CLIENTS_REPO, eBlobs.clients, stepSignal(global));
+    }
 
     for (const name of ALL_CONTESTANTS) {
       if (!SELECTED.has(name)) continue;
@@ -179,6 +213,16 @@ async function runSuite(
     if (SCENARIOS.has('B')) await scenarioB(ctx, all, bBlob);
     if (SCENARIOS.has('C')) await scenarioC(ctx, all, cBlob);
     if (SCENARIOS.has('D')) await scenarioD(ctx, all);
+    if (eBlobs !== undefined) {
+      // The CDN stand-in would take blob bytes around the link: E runs on the plain hub only.
+      suite.linkSkipped = mode === 'cdn' ? 'runs on the hub without CDN only' : linkUnavailable();
+      if (suite.linkSkipped === undefined) {
+        const names = contestants.map((c) => c.name);
+        suite.link = await scenarioE(ctx, names, eBlobs, startContestant);
+      } else {
+        log(`E skipped: ${suite.linkSkipped}`);
+      }
+    }
 
     if (docxySampler !== undefined) {
       docxySampler.sample();
@@ -231,12 +275,18 @@ async function main(): Promise<void> {
   const aLabel = `${aImage.repo}:${aImage.tag} (${mib(aLayerBytes)} layer)`;
   const bBlob = await deterministicBlobFile('docxy-bench-b', PARAMS.bBlobSize);
   const cBlob = await deterministicBlobFile('docxy-bench-c', PARAMS.cBlobSize);
+  const eBlobs = SCENARIOS.has('E')
+    ? {
+        one: await deterministicBlobFile('docxy-bench-e', PARAMS.eBlobSize),
+        clients: await deterministicBlobFile('docxy-bench-e-clients', PARAMS.eClientsBlobSize),
+      }
+    : undefined;
 
   const hashCpuS = sha256CpuSeconds(bBlob.file);
   log(`sha256 of the ${mib(bBlob.size)} blob in this process: ${fmt(hashCpuS, 2)} CPU s`);
   const suites: SuiteResult[] = [];
   for (const mode of HUB_MODES) {
-    const suite = await runSuite(mode, global, aImage, bBlob, cBlob);
+    const suite = await runSuite(mode, global, aImage, bBlob, cBlob, eBlobs);
     suite.sha256CpuS = hashCpuS;
     suite.targets = evaluateTargets(suite, aLabel, PARAMS);
     suites.push(suite);
