@@ -6,6 +6,7 @@
  *   docxy         `node bin/docxy.js serve --config FILE` (needs `npm run build`)
  *   distribution  Debian's CNCF Distribution 2.8 in pull-through proxy mode
  *   nginx         Debian's nginx as a `proxy_cache` mirror that follows the hub's blob redirect
+ *   nginx-static  nginx serving the blob file from disk with sendfile: the warm reference (nginx-static.ts)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -20,10 +21,26 @@ import { makeTmpDir } from '../test/helpers/tmp.ts';
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const NGINX_BINARY = '/usr/sbin/nginx';
 
-export type ContestantName = 'direct' | 'docxy' | 'docxy-nometrics' | 'distribution' | 'nginx';
+/** The contestants that pull through the hub (every scenario). */
+export type PullerName = 'direct' | 'docxy' | 'docxy-nometrics' | 'distribution' | 'nginx';
+/** `nginx-static` is a reference, not a cache: it serves one file, in scenario B's warm phase only. */
+export type ContestantName = PullerName | 'nginx-static';
 /** The default set; `docxy-nometrics` (metrics.enabled false, for the metrics' cost) is opt-in. */
-export const CONTESTANTS: readonly ContestantName[] = ['direct', 'docxy', 'distribution', 'nginx'];
-export const ALL_CONTESTANTS: readonly ContestantName[] = [...CONTESTANTS, 'docxy-nometrics'];
+export const CONTESTANTS: readonly ContestantName[] = [
+  'direct',
+  'docxy',
+  'distribution',
+  'nginx',
+  'nginx-static',
+];
+export const ALL_PULLERS: readonly PullerName[] = [
+  'direct',
+  'docxy',
+  'distribution',
+  'nginx',
+  'docxy-nometrics',
+];
+export const ALL_CONTESTANTS: readonly ContestantName[] = [...ALL_PULLERS, 'nginx-static'];
 
 export interface Contestant {
   readonly name: ContestantName;
@@ -399,7 +416,7 @@ export async function startNginx(hub: FakeHub): Promise<Contestant> {
   }
 }
 
-function readTail(file: string): string {
+export function readTail(file: string): string {
   try {
     return readFileSync(file, 'utf8').slice(-4000);
   } catch {
@@ -408,7 +425,7 @@ function readTail(file: string): string {
 }
 
 /** Starts one contestant by name. */
-export function startContestant(name: ContestantName, hub: FakeHub): Promise<Contestant> {
+export function startContestant(name: PullerName, hub: FakeHub): Promise<Contestant> {
   switch (name) {
     case 'direct':
       return Promise.resolve(direct(hub));

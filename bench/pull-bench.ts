@@ -37,6 +37,7 @@ import { bigImage, buildImage, pushImage, TINY, type TestImage } from '../test/h
 import { deterministicBlobFile, pushBlobFile, type BlobFile } from './blob-file.ts';
 import {
   ALL_CONTESTANTS,
+  ALL_PULLERS,
   CONTESTANTS,
   NGINX_BINARY,
   REPO_ROOT,
@@ -61,6 +62,7 @@ import { scenarioA } from './pull/scenario-a.ts';
 import { B_REPO, scenarioB } from './pull/scenario-b.ts';
 import { C_REPO, scenarioC } from './pull/scenario-c.ts';
 import { scenarioD } from './pull/scenario-d.ts';
+import { startNginxStatic } from './nginx-static.ts';
 import { E_CLIENTS_REPO, E_REPO, scenarioE } from './pull/scenario-e.ts';
 import { linkUnavailable } from './link/link.ts';
 
@@ -163,6 +165,7 @@ async function runSuite(
   );
   const hub = await startFakeHub({ cdn: mode === 'cdn' });
   const contestants: Contestant[] = [];
+  const references: Contestant[] = [];
   const samplers = new Map<ContestantName, RssSampler>();
   const suite: SuiteResult = {
     hub: mode,
@@ -188,12 +191,15 @@ async function runSuite(
 
     for (const name of ALL_CONTESTANTS) {
       if (!SELECTED.has(name)) continue;
-      if (name === 'nginx' && !existsSync(NGINX_BINARY)) {
+      if (name.startsWith('nginx') && !existsSync(NGINX_BINARY)) {
         suite.skipped.push({ name, reason: `${NGINX_BINARY} missing (apt-get install -y nginx-light)` });
         continue;
       }
-      const c = await startContestant(name, hub);
-      contestants.push(c);
+      // The static reference serves B's file and takes part in B's warm phase only.
+      if (name === 'nginx-static' && !SCENARIOS.has('B')) continue;
+      const c =
+        name === 'nginx-static' ? await startNginxStatic(bBlob, B_REPO) : await startContestant(name, hub);
+      (name === 'nginx-static' ? references : contestants).push(c);
       suite.contestants.push({ name: c.name, url: c.url, summary: c.summary, config: c.config });
       const pid = c.pid;
       if (pid !== undefined) {
@@ -210,14 +216,14 @@ async function runSuite(
     const ctx: SuiteContext = { hub, params: PARAMS, global, samplers, runs: suite.runs };
     const all = contestants;
     if (SCENARIOS.has('A')) await scenarioA(ctx, all, aImage);
-    if (SCENARIOS.has('B')) await scenarioB(ctx, all, bBlob);
+    if (SCENARIOS.has('B')) await scenarioB(ctx, all, bBlob, references);
     if (SCENARIOS.has('C')) await scenarioC(ctx, all, cBlob);
     if (SCENARIOS.has('D')) await scenarioD(ctx, all);
     if (eBlobs !== undefined) {
       // The CDN stand-in would take blob bytes around the link: E runs on the plain hub only.
       suite.linkSkipped = mode === 'cdn' ? 'runs on the hub without CDN only' : linkUnavailable();
       if (suite.linkSkipped === undefined) {
-        const names = contestants.map((c) => c.name);
+        const names = ALL_PULLERS.filter((n) => contestants.some((c) => c.name === n));
         suite.link = await scenarioE(ctx, names, eBlobs, startContestant);
       } else {
         log(`E skipped: ${suite.linkSkipped}`);
@@ -237,7 +243,7 @@ async function runSuite(
     return suite;
   } finally {
     for (const s of samplers.values()) s.stop();
-    for (const c of contestants.reverse()) {
+    for (const c of [...references, ...contestants.reverse()]) {
       try {
         await c.stop();
       } catch (err) {

@@ -17,6 +17,7 @@ const SHORT: Record<ContestantName, string> = {
   'docxy-nometrics': 'docxy-nm',
   distribution: 'distrib',
   nginx: 'nginx',
+  'nginx-static': 'ngx-static',
 };
 
 function find(
@@ -59,8 +60,9 @@ function cpuCells(r: RunResult): string[] {
 function transferTable(
   suite: SuiteResult,
   scenario: 'A' | 'B' | 'C',
-  names: readonly ContestantName[],
+  all: readonly ContestantName[],
 ): string {
+  const names = all.filter((n) => suite.runs.some((r) => r.scenario === scenario && r.contestant === n));
   const cdn = suite.hub === 'cdn';
   const phases = scenario === 'B' ? ['cold', 'warm'] : [''];
   const headers = [
@@ -102,7 +104,8 @@ function transferTable(
   return table(headers, rows);
 }
 
-function manifestTable(suite: SuiteResult, names: readonly ContestantName[]): string {
+function manifestTable(suite: SuiteResult, all: readonly ContestantName[]): string {
+  const names = all.filter((n) => suite.runs.some((r) => r.scenario === 'D' && r.contestant === n));
   const headers = [
     'contestant',
     'req/s',
@@ -162,6 +165,12 @@ export function evaluateTargets(suite: SuiteResult, aLabel: string, params: Benc
     'B: Docxy warm >= 0.9x nginx warm',
     `${fmt(bWarm?.mbps, 0)} vs ${fmt(bNginxWarm?.mbps, 0)} MB/s = ${ratio(bWarm?.mbps, bNginxWarm?.mbps)}`,
     bWarm === undefined || bNginxWarm === undefined ? undefined : bWarm.mbps >= 0.9 * bNginxWarm.mbps,
+  );
+  const bStatic = find(runs, 'B', 'nginx-static', 'warm');
+  check(
+    'B: Docxy warm >= 1.0x nginx static sendfile',
+    `${fmt(bWarm?.mbps, 0)} vs ${fmt(bStatic?.mbps, 0)} MB/s = ${ratio(bWarm?.mbps, bStatic?.mbps)}`,
+    bWarm === undefined || bStatic === undefined ? undefined : bWarm.mbps >= bStatic.mbps,
   );
   const bCold = find(runs, 'B', 'docxy', 'cold');
   const bDirect = find(runs, 'B', 'direct', 'cold');

@@ -13,7 +13,7 @@
  */
 import type { FakeHub } from '../../test/helpers/fake-hub.ts';
 import type { BlobFile } from '../blob-file.ts';
-import type { Contestant, ContestantName } from '../contestants.ts';
+import type { Contestant, ContestantName, PullerName } from '../contestants.ts';
 import { startCappedLink } from '../link/link.ts';
 import { RssSampler } from '../measure.ts';
 import { PullClient } from '../pull-client.ts';
@@ -56,9 +56,9 @@ function limitFor(bytes: number, mbit: number): number {
 
 export async function scenarioE(
   ctx: SuiteContext,
-  names: readonly ContestantName[],
+  names: readonly PullerName[],
   blobs: { one: BlobFile; clients: BlobFile },
-  start: (name: ContestantName, hub: FakeHub) => Promise<Contestant>,
+  start: (name: PullerName, hub: FakeHub) => Promise<Contestant>,
 ): Promise<LinkSuite> {
   const { eRatesMbit, eRttMs, eClients } = ctx.params;
   const link = await startCappedLink({ hubPort: ctx.hub.registryPort, rttMs: eRttMs });
