@@ -28,7 +28,7 @@
  * `--hub plain` (default) runs the hub without its CDN stand-in (the registry serves blobs
  * itself); `--hub cdn` redirects blob GETs to the CDN like Docker Hub; `both` runs the suite twice.
  */
-import { cpus, loadavg, totalmem } from 'node:os';
+import { cpus, loadavg, release, totalmem, type as osType, version as osVersion } from 'node:os';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -39,7 +39,6 @@ import {
   ALL_CONTESTANTS,
   ALL_PULLERS,
   CONTESTANTS,
-  NGINX_BINARY,
   REPO_ROOT,
   startContestant,
   type Contestant,
@@ -54,6 +53,7 @@ import {
   stepSignal,
   tryExec,
   type BenchParams,
+  type BenchReport,
   type HubMode,
   type SuiteContext,
   type SuiteResult,
@@ -62,7 +62,7 @@ import { scenarioA } from './pull/scenario-a.ts';
 import { B_REPO, scenarioB } from './pull/scenario-b.ts';
 import { C_REPO, scenarioC } from './pull/scenario-c.ts';
 import { scenarioD } from './pull/scenario-d.ts';
-import { startNginxStatic } from './nginx-static.ts';
+import { NGINX_BINARY, startNginxStatic } from './nginx.ts';
 import { E_CLIENTS_REPO, E_REPO, scenarioE } from './pull/scenario-e.ts';
 import { linkUnavailable } from './link/link.ts';
 
@@ -271,6 +271,7 @@ async function main(): Promise<void> {
   }
   const global = manyListeners(AbortSignal.any([interrupt.signal, AbortSignal.timeout(RUN_LIMIT_MS)]));
   const started = new Date();
+  const loadAverageStart = loadavg();
 
   log(QUICK ? 'quick run' : 'full run');
   log('preparing blobs (generated once into the bench cache directory)');
@@ -300,22 +301,35 @@ async function main(): Promise<void> {
   }
 
   const gitStatus = tryExec('git', ['-C', REPO_ROOT, 'status', '--porcelain', '--', 'src']);
-  const report = {
+  const report: BenchReport = {
     generatedAt: started.toISOString(),
+    finishedAt: new Date().toISOString(),
     durationS: (Date.now() - started.getTime()) / 1000,
     argv: process.argv.slice(2),
     quick: QUICK,
-    params: { ...PARAMS, aImage: aLabel, aLayerBytes, bBlob: bBlob.digest, cBlob: cBlob.digest },
+    scenarios: [...SCENARIOS],
+    params: {
+      ...PARAMS,
+      aImage: aLabel,
+      aLayerBytes,
+      bBlob: bBlob.digest,
+      cBlob: cBlob.digest,
+      ...(eBlobs === undefined ? {} : { eBlob: eBlobs.one.digest, eClientsBlob: eBlobs.clients.digest }),
+    },
     machine: {
       cpus: cpus().length,
       cpuModel: cpus()[0]?.model ?? '',
       memoryBytes: totalmem(),
+      kernel: `${osType()} ${release()} ${osVersion()}`,
       node: process.version,
+      loadAverageStart,
+      loadAverageEnd: loadavg(),
     },
     versions: {
       docxyCommit: tryExec('git', ['-C', REPO_ROOT, 'rev-parse', 'HEAD']),
       docxySrcDirty: gitStatus !== '',
-      nginx: existsSync(NGINX_BINARY) ? tryExec(NGINX_BINARY, ['-v']) : 'missing',
+      // `nginx -v` prints to stderr.
+      nginx: existsSync(NGINX_BINARY) ? tryExec('sh', ['-c', `${NGINX_BINARY} -v 2>&1`]) : 'missing',
       distribution: tryExec('/usr/bin/docker-registry', ['--version']),
     },
     units: { mbps: 'MB/s, 1 MB = 10^6 bytes', rss: 'bytes', cpu: 'seconds' },

@@ -18,7 +18,8 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { freePort } from '../../test/helpers/process.ts';
 import { makeTmpDir } from '../../test/helpers/tmp.ts';
-import { ready, REPO_ROOT, spawnServer, type ServerProcess } from '../contestants.ts';
+import { REPO_ROOT } from '../contestants.ts';
+import { ready, spawnServer, type ServerProcess } from '../server-process.ts';
 
 export interface CappedLink {
   /** `http://10.213.x.2:P`: the hub's registry as seen through the link. */

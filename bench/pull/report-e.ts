@@ -98,6 +98,10 @@ export function printLinkSuite(suite: SuiteResult, params: BenchParams, say: (s:
   }
 }
 
+function times(r: number | undefined): string {
+  return r === undefined ? '-' : `${r.toFixed(3)}x`;
+}
+
 export function evaluateLinkTargets(suite: SuiteResult, params: BenchParams): TargetResult[] {
   const link = suite.link;
   if (link === undefined) return [];
@@ -106,7 +110,7 @@ export function evaluateLinkTargets(suite: SuiteResult, params: BenchParams): Ta
     const cold = coldRatio(suite.runs, 'docxy', mbit);
     out.push({
       target: `E@${mbit}M: Docxy cold ${mib(params.eBlobSize)} >= ${LINK_COLD_MIN}x direct over the link`,
-      measured: `${fmt(linkRun(suite.runs, 'docxy', 'cold', mbit)?.mbps, 1)} vs ${fmt(linkRun(suite.runs, 'direct', 'cold', mbit)?.mbps, 1)} MB/s = ${fmt(cold, 3)}x`,
+      measured: `${fmt(linkRun(suite.runs, 'docxy', 'cold', mbit)?.mbps, 1)} vs ${fmt(linkRun(suite.runs, 'direct', 'cold', mbit)?.mbps, 1)} MB/s = ${times(cold)}`,
       pass: cold === undefined ? undefined : cold >= LINK_COLD_MIN,
     });
     const many = linkRun(suite.runs, 'docxy', 'clients', mbit);
@@ -115,7 +119,7 @@ export function evaluateLinkTargets(suite: SuiteResult, params: BenchParams): Ta
       target: `E@${mbit}M: Docxy ${params.eClients} cold clients of ${mib(params.eClientsBlobSize)} <= ${LINK_CLIENTS_MAX}x ONE direct pull`,
       measured:
         `${fmt((many?.wallMs ?? NaN) / 1000, 2)} s vs ${fmt((linkRun(suite.runs, 'direct', 'one', mbit)?.wallMs ?? NaN) / 1000, 2)} s = ` +
-        `${fmt(ratio, 3)}x, ${many?.upstream.blobGets ?? '-'} upstream blob GETs`,
+        `${times(ratio)}, ${many?.upstream.blobGets ?? '-'} upstream blob GETs`,
       pass: ratio === undefined ? undefined : ratio <= LINK_CLIENTS_MAX,
     });
   }

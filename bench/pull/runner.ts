@@ -111,6 +111,30 @@ export interface SuiteResult {
   linkSkipped?: string;
 }
 
+/** bench/results/latest.json: one benchmark run, everything needed to regenerate bench/RESULTS.md. */
+export interface BenchReport {
+  generatedAt: string;
+  finishedAt: string;
+  durationS: number;
+  argv: string[];
+  quick: boolean;
+  /** The scenarios and contestants asked for (--only, --contestants). */
+  scenarios: string[];
+  params: BenchParams & Record<string, unknown>;
+  machine: {
+    cpus: number;
+    cpuModel: string;
+    memoryBytes: number;
+    kernel: string;
+    node: string;
+    loadAverageStart: number[];
+    loadAverageEnd: number[];
+  };
+  versions: { docxyCommit: string; docxySrcDirty: boolean; nginx: string; distribution: string };
+  units: Record<string, string>;
+  suites: SuiteResult[];
+}
+
 /** Many requests listen on one signal at once (50 clients, 32 connections): no leak warning. */
 export function manyListeners(signal: AbortSignal): AbortSignal {
   setMaxListeners(10_000, signal);
