@@ -246,7 +246,7 @@ function scenarioSections(report: BenchReport, suite: SuiteResult): string[] {
         num(cold === undefined ? undefined : cold.upstream.bytes / 1e6, 0),
         num(cold === undefined ? undefined : cpuPerGib(cold), 2),
         num((many?.wallMs ?? NaN) / 1000, 2),
-        n === 'direct' ? '1 (baseline)' : num(clientsRatio(suite.runs, n, mbit), 3),
+        n === 'direct' ? '1.000' : num(clientsRatio(suite.runs, n, mbit), 3),
         many === undefined ? '-' : String(many.upstream.blobGets),
         num(many === undefined ? undefined : many.upstream.bytes / 1e6, 0),
       ];

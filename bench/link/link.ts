@@ -56,7 +56,7 @@ export function linkUnavailable(): string | undefined {
  * timer tick's worth of bytes cannot reach the rate; measured here with curl through the relays:
  * 119.5 MB/s at 1 Gbit/s (payload after TCP/IP headers) and 23.9 MB/s at 200 Mbit/s.
  */
-export function tbfArgs(dev: string, mbit: number): string[] {
+function tbfArgs(dev: string, mbit: number): string[] {
   const burst = Math.max(64 * 1024, Math.round((mbit * 1e6) / 8 / 250));
   return [
     'qdisc',
@@ -74,6 +74,19 @@ export function tbfArgs(dev: string, mbit: number): string[] {
   ];
 }
 
+function removeLeftover(ns: string, hostDev: string): void {
+  for (const args of [
+    ['netns', 'del', ns],
+    ['link', 'del', hostDev],
+  ]) {
+    try {
+      execFileSync('ip', args, { stdio: 'ignore', timeout: 10_000 });
+    } catch {
+      /* not there (deleting the namespace also removes the pair, a little later) */
+    }
+  }
+}
+
 export async function startCappedLink(opts: { hubPort: number; rttMs: number }): Promise<CappedLink> {
   const id = process.pid;
   const ns = `docxy-bench-${id}`;
@@ -81,11 +94,10 @@ export async function startCappedLink(opts: { hubPort: number; rttMs: number }):
   const nsDev = `dxb${id}n`;
   // One /30 per PID inside 10.213.0.0/16, so two benches on one machine do not collide.
   const n = id % 16384;
-  const base = `10.213.${n >> 6}.${(n & 63) * 4}`;
-  const prefix = base.slice(0, base.lastIndexOf('.') + 1);
-  const last = (n & 63) * 4;
-  const hostAddr = `${prefix}${last + 1}`;
-  const nsAddr = `${prefix}${last + 2}`;
+  const subnet = `10.213.${n >> 6}.`;
+  const first = (n & 63) * 4;
+  const hostAddr = `${subnet}${first + 1}`;
+  const nsAddr = `${subnet}${first + 2}`;
   const commands: string[] = [];
   const run = (cmd: string, args: readonly string[]): void => {
     commands.push([cmd, ...args].join(' '));
@@ -104,16 +116,7 @@ export async function startCappedLink(opts: { hubPort: number; rttMs: number }):
         /* already gone */
       }
     }
-    for (const args of [
-      ['netns', 'del', ns],
-      ['link', 'del', hostDev],
-    ]) {
-      try {
-        execFileSync('ip', args, { stdio: 'ignore', timeout: 10_000 });
-      } catch {
-        /* not there (deleting the namespace also removes the pair, a little later) */
-      }
-    }
+    removeLeftover(ns, hostDev);
     dir.remove();
   };
   process.on('exit', removeSync);
@@ -123,6 +126,9 @@ export async function startCappedLink(opts: { hubPort: number; rttMs: number }):
     process.off('exit', removeSync);
   };
   try {
+    // A bench killed with SIGKILL (no exit hook) leaves its link; a later one with the same PID
+    // would fail on `netns add`. Names carry the PID, so only such a leftover is removed here.
+    removeLeftover(ns, hostDev);
     run('ip', ['netns', 'add', ns]);
     run('ip', ['link', 'add', hostDev, 'type', 'veth', 'peer', 'name', nsDev]);
     run('ip', ['link', 'set', nsDev, 'netns', ns]);

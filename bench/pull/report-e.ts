@@ -94,6 +94,9 @@ export function printLinkSuite(suite: SuiteResult, params: BenchParams, say: (s:
       `   "cold vs" = MB/s / direct's MB/s; "${params.eClients}x vs" = wall / ONE direct pull's wall ` +
         `(direct's row: that one pull)`,
     );
+    const peaks = link.memoryPeaks.filter((m) => m.mbit === mbit).map((m) => `${m.name} ${mib(m.peak)}`);
+    if (peaks.length > 0)
+      say(`   peak RSS of each server's process tree behind the link: ${peaks.join(', ')}`);
     say('');
   }
 }
