@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ContestantName } from './contestants.ts';
 import type { BenchReport, RunResult } from './pull/runner.ts';
+import { clientBound } from './pull/report-e.ts';
 import { barSpec, cpuRows, mdTable, resultsMarkdown, throughputRows } from './results-tables.ts';
 
 const MiB = 1024 * 1024;
@@ -132,6 +133,10 @@ test('chart rows: one panel per scenario phase; direct has no server CPU; the si
     ['B cold', 'B warm', 'E cold @200M', 'E 50 clients @200M'],
   );
   assert.equal(thr.find((x) => x.panel === 'B warm' && x.contestant === 'nginx-static')?.value, 2500);
+  // The load generator saturated a core for the whole run: flagged.
+  const busyClient = run('E', 'docxy', 'clients@200M', 500, { wallMs: 10_000 });
+  assert.equal(clientBound(busyClient), false);
+  assert.equal(clientBound({ ...busyClient, cpu: { ...busyClient.cpu, client: 9 } }), true);
   const cpu = cpuRows(r);
   assert.ok(cpu.every((x) => x.contestant !== 'direct'));
   // 2 CPU-s for 1 GiB.

@@ -6,7 +6,7 @@
 import type { TopLevelSpec } from 'vega-lite';
 import { ALL_CONTESTANTS, type ContestantName } from './contestants.ts';
 import type { BenchReport, RunResult, SuiteResult } from './pull/runner.ts';
-import { clientsRatio, coldRatio, linkRun } from './pull/report-e.ts';
+import { clientBound, clientsRatio, coldRatio, linkRun } from './pull/report-e.ts';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -249,6 +249,8 @@ function scenarioSections(report: BenchReport, suite: SuiteResult): string[] {
         n === 'direct' ? '1.000' : num(clientsRatio(suite.runs, n, mbit), 3),
         many === undefined ? '-' : String(many.upstream.blobGets),
         num(many === undefined ? undefined : many.upstream.bytes / 1e6, 0),
+        num(many?.cpu.client, 1),
+        many !== undefined && n !== 'direct' && clientBound(many) ? 'yes' : '-',
       ];
     });
     section(
@@ -267,9 +269,14 @@ function scenarioSections(report: BenchReport, suite: SuiteResult): string[] {
             'x one direct pull',
             'up blob GETs',
             'up MB',
+            'bench client CPU s',
+            'client-bound',
           ],
           rows,
-        ),
+        ) +
+        '\n\n"client-bound": the benchmark\'s own clients (one process, receiving and hashing every byte ' +
+        'of every client) used at least 80 % of a core for the whole run, so that wall time measures the ' +
+        'load generator on this machine more than the contestant or the link.',
     );
   }
   const peaks = Object.entries(suite.memoryPeaks).map(([n, v]) => [n, num(v / MiB, 0)]);
