@@ -6,24 +6,43 @@
  *   docxy         `node bin/docxy.js serve --config FILE` (needs `npm run build`)
  *   distribution  Debian's CNCF Distribution 2.8 in pull-through proxy mode
  *   nginx         Debian's nginx as a `proxy_cache` mirror that follows the hub's blob redirect
+ *   nginx-static  nginx serving the blob file from disk with sendfile: the warm reference
+ *
+ * (nginx.ts holds both nginx setups; server-process.ts starts and stops the processes.)
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import type { ConfigInput } from '../src/config/schema.ts';
 import { REGISTRY_BINARY, type FakeHub } from '../test/helpers/fake-hub.ts';
-import { freePort, waitFor } from '../test/helpers/process.ts';
+import { freePort } from '../test/helpers/process.ts';
 import { makeTmpDir } from '../test/helpers/tmp.ts';
+import { startNginx } from './nginx.ts';
+import { ready, spawnServer, stopAndRemove } from './server-process.ts';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-export const NGINX_BINARY = '/usr/sbin/nginx';
 
-export type ContestantName = 'direct' | 'docxy' | 'docxy-nometrics' | 'distribution' | 'nginx';
+/** The contestants that pull through the hub (every scenario). */
+export type PullerName = 'direct' | 'docxy' | 'docxy-nometrics' | 'distribution' | 'nginx';
+/** `nginx-static` is a reference, not a cache: it serves one file, in scenario B's warm phase only. */
+export type ContestantName = PullerName | 'nginx-static';
 /** The default set; `docxy-nometrics` (metrics.enabled false, for the metrics' cost) is opt-in. */
-export const CONTESTANTS: readonly ContestantName[] = ['direct', 'docxy', 'distribution', 'nginx'];
-export const ALL_CONTESTANTS: readonly ContestantName[] = [...CONTESTANTS, 'docxy-nometrics'];
+export const CONTESTANTS: readonly ContestantName[] = [
+  'direct',
+  'docxy',
+  'distribution',
+  'nginx',
+  'nginx-static',
+];
+export const ALL_PULLERS: readonly PullerName[] = [
+  'direct',
+  'docxy',
+  'distribution',
+  'nginx',
+  'docxy-nometrics',
+];
+export const ALL_CONTESTANTS: readonly ContestantName[] = [...ALL_PULLERS, 'nginx-static'];
 
 export interface Contestant {
   readonly name: ContestantName;
@@ -40,127 +59,6 @@ export interface Contestant {
   /** The process's log so far (for diagnosing a failure). */
   log(): string;
   stop(): Promise<void>;
-}
-
-async function answers(url: string, ok: (status: number) => boolean): Promise<boolean> {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-    await res.body?.cancel();
-    return ok(res.status);
-  } catch {
-    return false;
-  }
-}
-
-/**
- * A server process whose stdout and stderr go straight to a file. (test/helpers/process.ts pipes
- * them through this process, which here is also the load generator: Docxy's one log line per
- * request at 20k req/s would cost the client CPU, and a full pipe would throttle the server.)
- */
-interface ServerProcess {
-  readonly pid: number;
-  running(): boolean;
-  log(): string;
-  /** SIGTERM to its process group, SIGKILL after `graceMs`; resolves once it has exited. */
-  stop(graceMs?: number): Promise<void>;
-}
-
-const live = new Set<ChildProcess>();
-process.on('exit', () => {
-  // Last resort when the benchmark dies without running its finally blocks: kill, by PID, what it started.
-  for (const c of live) {
-    try {
-      if (c.pid !== undefined) process.kill(-c.pid, 'SIGKILL');
-    } catch {
-      /* already gone */
-    }
-  }
-});
-
-function spawnServer(
-  cmd: string,
-  args: readonly string[],
-  opts: { cwd: string; env?: NodeJS.ProcessEnv; logFile: string },
-): ServerProcess {
-  const fd = openSync(opts.logFile, 'a');
-  let child: ChildProcess;
-  try {
-    child = spawn(cmd, args, {
-      cwd: opts.cwd,
-      env: opts.env ?? process.env,
-      stdio: ['ignore', fd, fd],
-      detached: true,
-    });
-  } finally {
-    closeSync(fd);
-  }
-  child.on('error', () => {
-    /* a spawn failure shows as pid === undefined, or as an early exit */
-  });
-  const pid = child.pid;
-  if (pid === undefined) throw new Error(`could not start ${cmd}`);
-  live.add(child);
-  const exited = new Promise<void>((resolve) => {
-    child.once('exit', () => {
-      live.delete(child);
-      resolve();
-    });
-  });
-  const running = (): boolean => child.exitCode === null && child.signalCode === null;
-  return {
-    pid,
-    running,
-    log: () => readTail(opts.logFile),
-    async stop(graceMs = 10_000) {
-      if (!running()) return;
-      const send = (sig: NodeJS.Signals): void => {
-        try {
-          process.kill(-pid, sig);
-        } catch {
-          child.kill(sig);
-        }
-      };
-      send('SIGTERM');
-      const timer = setTimeout(() => {
-        send('SIGKILL');
-      }, graceMs);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
-}
-
-/** Waits for the server to answer; stops it and throws (with its log) if it does not. */
-async function ready(
-  proc: ServerProcess,
-  what: string,
-  url: string,
-  ok: (status: number) => boolean,
-): Promise<void> {
-  try {
-    await waitFor(
-      `${what} to answer ${url}`,
-      async () => {
-        if (!proc.running()) throw new Error(`${what} exited early:\n${proc.log()}`);
-        return answers(url, ok);
-      },
-      30_000,
-    );
-  } catch (err) {
-    await proc.stop();
-    throw err;
-  }
-}
-
-/** A contestant's stop: its process, then its temporary directory (also when stopping fails). */
-function stopAndRemove(proc: ServerProcess, dir: { remove: () => void }): () => Promise<void> {
-  return async () => {
-    try {
-      await proc.stop();
-    } finally {
-      dir.remove();
-    }
-  };
 }
 
 function envWithout(prefix: string): NodeJS.ProcessEnv {
@@ -290,124 +188,8 @@ export async function startDistributionProxy(hub: FakeHub): Promise<Contestant> 
   }
 }
 
-/**
- * nginx as a caching mirror. Blobs are cached by path (a digest never changes), manifests by path
- * and Accept for 1 minute, everything else (`/v2/`, 401 challenges) passes through; the client
- * gets its token from the hub's realm, which the challenge names. A blob GET the hub redirects
- * (307 to its CDN) is intercepted and fetched from the `Location` without `Authorization`, into
- * the same cache entry. `proxy_cache_lock` makes concurrent misses wait for one upstream fetch.
- * One worker process: Docxy is one Node process, and the benchmark client needs the other core.
- */
-function nginxConfig(dir: string, port: number, hub: FakeHub): string {
-  const upstreamHost = `127.0.0.1:${hub.registryPort}`;
-  const cacheCommon = [
-    'proxy_cache registry;',
-    'proxy_cache_lock on;',
-    'proxy_cache_lock_timeout 10m;',
-    'proxy_cache_lock_age 10m;',
-    'proxy_ignore_headers Cache-Control Expires Set-Cookie Vary X-Accel-Expires;',
-  ];
-  const blobCache = [...cacheCommon, 'proxy_cache_key $uri;', 'proxy_cache_valid 200 7d;'];
-  const asRoot = process.getuid?.() === 0;
-  return `# docxy bench: nginx as a proxy_cache mirror of ${hub.registryUrl}
-${asRoot ? 'user root;' : ''}
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 4096; }
-http {
-  log_format bench '$remote_addr "$request" $status $body_bytes_sent cache=$upstream_cache_status upstream=$upstream_status $request_time';
-  access_log ${dir}/access.log bench buffer=64k flush=1s;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 100000;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy_temp;
-  fastcgi_temp_path ${dir}/fastcgi_temp;
-  uwsgi_temp_path ${dir}/uwsgi_temp;
-  scgi_temp_path ${dir}/scgi_temp;
-  proxy_cache_path ${dir}/cache levels=1:2 keys_zone=registry:16m max_size=20g inactive=7d use_temp_path=off;
-  proxy_http_version 1.1;
-  proxy_read_timeout 300s;
-  upstream hub { server ${upstreamHost}; keepalive 64; }
-  server {
-    listen 127.0.0.1:${port};
-    proxy_set_header Host ${upstreamHost};
-    proxy_set_header Connection "";
-
-    location ~ "^/v2/.+/blobs/sha256:[0-9a-f]{64}$" {
-      proxy_pass http://hub;
-      ${blobCache.join('\n      ')}
-      proxy_intercept_errors on;
-      error_page 301 302 303 307 308 = @redirected_blob;
-    }
-    location @redirected_blob {
-      set $blob_location $upstream_http_location;
-      proxy_pass $blob_location;
-      proxy_set_header Authorization "";
-      proxy_set_header Host $proxy_host;
-      ${blobCache.join('\n      ')}
-    }
-    location ~ "^/v2/.+/manifests/[^/]+$" {
-      proxy_pass http://hub;
-      ${cacheCommon.join('\n      ')}
-      proxy_cache_key "$uri|$http_accept";
-      proxy_cache_valid 200 1m;
-    }
-    location / {
-      proxy_pass http://hub;
-    }
-  }
-}
-`;
-}
-
-export async function startNginx(hub: FakeHub): Promise<Contestant> {
-  if (!existsSync(NGINX_BINARY)) {
-    throw new Error(`${NGINX_BINARY} is missing: apt-get install -y nginx-light (or nginx)`);
-  }
-  const dir = makeTmpDir('bench-nginx');
-  try {
-    const port = await freePort();
-    const text = nginxConfig(dir.path, port, hub);
-    const file = join(dir.path, 'nginx.conf');
-    writeFileSync(file, text);
-    const proc = spawnServer(
-      NGINX_BINARY,
-      ['-p', dir.path, '-c', file, '-e', join(dir.path, 'error.log'), '-g', 'daemon off;'],
-      { logFile: join(dir.path, 'nginx.out'), cwd: dir.path },
-    );
-    const url = `http://127.0.0.1:${port}`;
-    // Through to the hub: 401 is the healthy answer to an unauthenticated ping.
-    await ready(proc, 'nginx', `${url}/v2/`, (s) => s === 401 || s === 200);
-    return {
-      name: 'nginx',
-      url,
-      pid: proc.pid,
-      summary:
-        'nginx 1 worker, sendfile, proxy_cache: blobs by path 7d, manifests by path+Accept 1m, ' +
-        'proxy_cache_lock, follows the blob redirect itself',
-      config: text,
-      stored: nothingToWait,
-      log: () => `${proc.log()}\n${readTail(join(dir.path, 'error.log'))}`,
-      stop: stopAndRemove(proc, dir),
-    };
-  } catch (err) {
-    dir.remove();
-    throw err;
-  }
-}
-
-function readTail(file: string): string {
-  try {
-    return readFileSync(file, 'utf8').slice(-4000);
-  } catch {
-    return '';
-  }
-}
-
 /** Starts one contestant by name. */
-export function startContestant(name: ContestantName, hub: FakeHub): Promise<Contestant> {
+export function startContestant(name: PullerName, hub: FakeHub): Promise<Contestant> {
   switch (name) {
     case 'direct':
       return Promise.resolve(direct(hub));

@@ -4,7 +4,9 @@
  * tables, checks the targets from the issue, and writes bench/results/latest.json.
  *
  *   npm run build && node --import tsx bench/pull-bench.ts [--quick] [--hub plain|cdn|both]
- *       [--only A,B,C,D] [--contestants direct,docxy,distribution,nginx] [--no-prefault]
+ *       [--only A,B,C,D,E] [--contestants direct,docxy,distribution,nginx] [--no-prefault]
+ *       [--link-rates 1000,200] [--link-rtt-ms 0] [--link-size MiB] [--link-clients N]
+ *       [--link-clients-size MiB]
  *
  * Before every run that writes a cache (A, B cold, C) the page cache is prefaulted for every
  * contestant alike (measure.ts, prefaultPageCache: on this VM, writes into never-touched memory
@@ -16,15 +18,17 @@
  *   B  a 1 GiB blob, cold (first pull) then warm (second pull), through each contestant
  *   C  N concurrent cold clients of a 64 MiB blob: wall time, upstream blob GETs and bytes
  *   D  warm tag-manifest GETs for a fixed time on 32 connections: requests per second
- *   E  Docxy's peak RSS over the whole run
+ *   E  the hub behind a capped link (tc in a network namespace; needs root), per rate: a cold
+ *      1 GiB blob, and 50 concurrent cold clients of a 256 MiB blob vs ONE direct pull
+ *   M  Docxy's peak RSS over the whole run
  *
- * Each scenario is its own file in bench/pull/ (scenario-a.ts … scenario-d.ts) on one shared runner
+ * Each scenario is its own file in bench/pull/ (scenario-a.ts … scenario-e.ts) on one shared runner
  * (runner.ts: measure() and the result types); report.ts prints the tables and checks the targets.
  *
  * `--hub plain` (default) runs the hub without its CDN stand-in (the registry serves blobs
  * itself); `--hub cdn` redirects blob GETs to the CDN like Docker Hub; `both` runs the suite twice.
  */
-import { cpus, loadavg, totalmem } from 'node:os';
+import { cpus, loadavg, release, totalmem, type as osType, version as osVersion } from 'node:os';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -33,8 +37,8 @@ import { bigImage, buildImage, pushImage, TINY, type TestImage } from '../test/h
 import { deterministicBlobFile, pushBlobFile, type BlobFile } from './blob-file.ts';
 import {
   ALL_CONTESTANTS,
+  ALL_PULLERS,
   CONTESTANTS,
-  NGINX_BINARY,
   REPO_ROOT,
   startContestant,
   type Contestant,
@@ -49,6 +53,7 @@ import {
   stepSignal,
   tryExec,
   type BenchParams,
+  type BenchReport,
   type HubMode,
   type SuiteContext,
   type SuiteResult,
@@ -57,6 +62,9 @@ import { scenarioA } from './pull/scenario-a.ts';
 import { B_REPO, scenarioB } from './pull/scenario-b.ts';
 import { C_REPO, scenarioC } from './pull/scenario-c.ts';
 import { scenarioD } from './pull/scenario-d.ts';
+import { NGINX_BINARY, startNginxStatic } from './nginx.ts';
+import { E_CLIENTS_REPO, E_REPO, scenarioE } from './pull/scenario-e.ts';
+import { linkUnavailable } from './link/link.ts';
 
 // Parameters
 
@@ -66,10 +74,16 @@ const { values: args } = parseArgs({
     hub: { type: 'string', default: 'plain' },
     // For focused work on one path: e.g. --only B --contestants direct,docxy (the targets that need
     // a skipped scenario or contestant are reported as n/a).
-    only: { type: 'string', default: 'A,B,C,D' },
+    only: { type: 'string', default: 'A,B,C,D,E' },
     contestants: { type: 'string', default: CONTESTANTS.join(',') },
     // See prefaultPageCache in measure.ts.
     'no-prefault': { type: 'boolean', default: false },
+    // Scenario E: the link's rates (Mbit/s), added round-trip time, and sizes (MiB) and client count.
+    'link-rates': { type: 'string', default: '1000,200' },
+    'link-rtt-ms': { type: 'string', default: '0' },
+    'link-size': { type: 'string' },
+    'link-clients': { type: 'string' },
+    'link-clients-size': { type: 'string' },
   },
   strict: true,
 });
@@ -86,14 +100,30 @@ if (HUB_MODES.length === 0) throw new Error(`--hub must be plain, cdn or both (g
 
 const SCENARIOS = new Set(args.only.split(',').map((x) => x.trim().toUpperCase()));
 for (const sc of SCENARIOS)
-  if (!['A', 'B', 'C', 'D'].includes(sc)) throw new Error(`--only takes A, B, C, D (got ${sc})`);
+  if (!['A', 'B', 'C', 'D', 'E'].includes(sc)) throw new Error(`--only takes A, B, C, D, E (got ${sc})`);
 const SELECTED = new Set(args.contestants.split(',').map((x) => x.trim()));
 for (const name of SELECTED)
   if (!(ALL_CONTESTANTS as readonly string[]).includes(name))
     throw new Error(`--contestants takes ${ALL_CONTESTANTS.join(', ')} (got ${name})`);
 
+/** A positive number from a flag, or `fallback` when the flag is absent. */
+function positive(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${flag} must be a positive number (got ${value})`);
+  return n;
+}
+const LINK = {
+  eRatesMbit: args['link-rates'].split(',').map((r) => positive('link-rates', r.trim(), 0)),
+  eRttMs: args['link-rtt-ms'] === '0' ? 0 : positive('link-rtt-ms', args['link-rtt-ms'], 0),
+  eBlobSize: positive('link-size', args['link-size'], QUICK ? 64 : 1024) * MiB,
+  eClients: Math.round(positive('link-clients', args['link-clients'], QUICK ? 10 : 50)),
+  eClientsBlobSize: positive('link-clients-size', args['link-clients-size'], QUICK ? 16 : 256) * MiB,
+};
+
 const PARAMS: BenchParams = QUICK
   ? {
+      ...LINK,
       quick: true,
       prefault: !args['no-prefault'],
       bBlobSize: 64 * MiB,
@@ -104,6 +134,7 @@ const PARAMS: BenchParams = QUICK
       aLayer: 32 * MiB,
     }
   : {
+      ...LINK,
       quick: false,
       prefault: !args['no-prefault'],
       bBlobSize: 1024 * MiB,
@@ -124,6 +155,7 @@ async function runSuite(
   aImage: TestImage,
   bBlob: BlobFile,
   cBlob: BlobFile,
+  eBlobs: { one: BlobFile; clients: BlobFile } | undefined,
 ): Promise<SuiteResult> {
   log(`suite: hub ${mode === 'cdn' ? 'with CDN' : 'without CDN'}; waiting up to 2 min for an idle machine`);
   const busyBefore = await waitForQuiet(120_000);
@@ -133,6 +165,7 @@ async function runSuite(
   );
   const hub = await startFakeHub({ cdn: mode === 'cdn' });
   const contestants: Contestant[] = [];
+  const references: Contestant[] = [];
   const samplers = new Map<ContestantName, RssSampler>();
   const suite: SuiteResult = {
     hub: mode,
@@ -151,15 +184,22 @@ async function runSuite(
     await pushImage(hub, TINY);
     await pushBlobFile(hub, B_REPO, bBlob, stepSignal(global));
     await pushBlobFile(hub, C_REPO, cBlob, stepSignal(global));
+    if (eBlobs !== undefined) {
+      await pushBlobFile(hub, E_REPO, eBlobs.one, stepSignal(global));
+      await pushBlobFile(hub, E_CLIENTS_REPO, eBlobs.clients, stepSignal(global));
+    }
 
     for (const name of ALL_CONTESTANTS) {
       if (!SELECTED.has(name)) continue;
-      if (name === 'nginx' && !existsSync(NGINX_BINARY)) {
+      if (name.startsWith('nginx') && !existsSync(NGINX_BINARY)) {
         suite.skipped.push({ name, reason: `${NGINX_BINARY} missing (apt-get install -y nginx-light)` });
         continue;
       }
-      const c = await startContestant(name, hub);
-      contestants.push(c);
+      // The static reference serves B's file and takes part in B's warm phase only.
+      if (name === 'nginx-static' && !SCENARIOS.has('B')) continue;
+      const c =
+        name === 'nginx-static' ? await startNginxStatic(bBlob, B_REPO) : await startContestant(name, hub);
+      (name === 'nginx-static' ? references : contestants).push(c);
       suite.contestants.push({ name: c.name, url: c.url, summary: c.summary, config: c.config });
       const pid = c.pid;
       if (pid !== undefined) {
@@ -176,9 +216,19 @@ async function runSuite(
     const ctx: SuiteContext = { hub, params: PARAMS, global, samplers, runs: suite.runs };
     const all = contestants;
     if (SCENARIOS.has('A')) await scenarioA(ctx, all, aImage);
-    if (SCENARIOS.has('B')) await scenarioB(ctx, all, bBlob);
+    if (SCENARIOS.has('B')) await scenarioB(ctx, all, bBlob, references);
     if (SCENARIOS.has('C')) await scenarioC(ctx, all, cBlob);
     if (SCENARIOS.has('D')) await scenarioD(ctx, all);
+    if (eBlobs !== undefined) {
+      // The CDN stand-in would take blob bytes around the link: E runs on the plain hub only.
+      suite.linkSkipped = mode === 'cdn' ? 'runs on the hub without CDN only' : linkUnavailable();
+      if (suite.linkSkipped === undefined) {
+        const names = ALL_PULLERS.filter((n) => contestants.some((c) => c.name === n));
+        suite.link = await scenarioE(ctx, names, eBlobs, startContestant);
+      } else {
+        log(`E skipped: ${suite.linkSkipped}`);
+      }
+    }
 
     if (docxySampler !== undefined) {
       docxySampler.sample();
@@ -193,7 +243,7 @@ async function runSuite(
     return suite;
   } finally {
     for (const s of samplers.values()) s.stop();
-    for (const c of contestants.reverse()) {
+    for (const c of [...references, ...contestants.reverse()]) {
       try {
         await c.stop();
       } catch (err) {
@@ -221,6 +271,7 @@ async function main(): Promise<void> {
   }
   const global = manyListeners(AbortSignal.any([interrupt.signal, AbortSignal.timeout(RUN_LIMIT_MS)]));
   const started = new Date();
+  const loadAverageStart = loadavg();
 
   log(QUICK ? 'quick run' : 'full run');
   log('preparing blobs (generated once into the bench cache directory)');
@@ -231,12 +282,18 @@ async function main(): Promise<void> {
   const aLabel = `${aImage.repo}:${aImage.tag} (${mib(aLayerBytes)} layer)`;
   const bBlob = await deterministicBlobFile('docxy-bench-b', PARAMS.bBlobSize);
   const cBlob = await deterministicBlobFile('docxy-bench-c', PARAMS.cBlobSize);
+  const eBlobs = SCENARIOS.has('E')
+    ? {
+        one: await deterministicBlobFile('docxy-bench-e', PARAMS.eBlobSize),
+        clients: await deterministicBlobFile('docxy-bench-e-clients', PARAMS.eClientsBlobSize),
+      }
+    : undefined;
 
   const hashCpuS = sha256CpuSeconds(bBlob.file);
   log(`sha256 of the ${mib(bBlob.size)} blob in this process: ${fmt(hashCpuS, 2)} CPU s`);
   const suites: SuiteResult[] = [];
   for (const mode of HUB_MODES) {
-    const suite = await runSuite(mode, global, aImage, bBlob, cBlob);
+    const suite = await runSuite(mode, global, aImage, bBlob, cBlob, eBlobs);
     suite.sha256CpuS = hashCpuS;
     suite.targets = evaluateTargets(suite, aLabel, PARAMS);
     suites.push(suite);
@@ -244,22 +301,35 @@ async function main(): Promise<void> {
   }
 
   const gitStatus = tryExec('git', ['-C', REPO_ROOT, 'status', '--porcelain', '--', 'src']);
-  const report = {
+  const report: BenchReport = {
     generatedAt: started.toISOString(),
+    finishedAt: new Date().toISOString(),
     durationS: (Date.now() - started.getTime()) / 1000,
     argv: process.argv.slice(2),
     quick: QUICK,
-    params: { ...PARAMS, aImage: aLabel, aLayerBytes, bBlob: bBlob.digest, cBlob: cBlob.digest },
+    scenarios: [...SCENARIOS],
+    params: {
+      ...PARAMS,
+      aImage: aLabel,
+      aLayerBytes,
+      bBlob: bBlob.digest,
+      cBlob: cBlob.digest,
+      ...(eBlobs === undefined ? {} : { eBlob: eBlobs.one.digest, eClientsBlob: eBlobs.clients.digest }),
+    },
     machine: {
       cpus: cpus().length,
       cpuModel: cpus()[0]?.model ?? '',
       memoryBytes: totalmem(),
+      kernel: `${osType()} ${release()} ${osVersion()}`,
       node: process.version,
+      loadAverageStart,
+      loadAverageEnd: loadavg(),
     },
     versions: {
       docxyCommit: tryExec('git', ['-C', REPO_ROOT, 'rev-parse', 'HEAD']),
       docxySrcDirty: gitStatus !== '',
-      nginx: existsSync(NGINX_BINARY) ? tryExec(NGINX_BINARY, ['-v']) : 'missing',
+      // `nginx -v` prints to stderr.
+      nginx: existsSync(NGINX_BINARY) ? tryExec('sh', ['-c', `${NGINX_BINARY} -v 2>&1`]) : 'missing',
       distribution: tryExec('/usr/bin/docker-registry', ['--version']),
     },
     units: { mbps: 'MB/s, 1 MB = 10^6 bytes', rss: 'bytes', cpu: 'seconds' },

@@ -8,6 +8,7 @@ import { cpus } from 'node:os';
 import { TINY } from '../../test/helpers/images.ts';
 import { ALL_CONTESTANTS, type ContestantName } from '../contestants.ts';
 import { fmt, MB, MiB, mib, table, type UpstreamStats } from '../measure.ts';
+import { evaluateLinkTargets, printLinkSuite } from './report-e.ts';
 import type { BenchParams, RunResult, SuiteResult, TargetResult } from './runner.ts';
 
 const SHORT: Record<ContestantName, string> = {
@@ -16,6 +17,7 @@ const SHORT: Record<ContestantName, string> = {
   'docxy-nometrics': 'docxy-nm',
   distribution: 'distrib',
   nginx: 'nginx',
+  'nginx-static': 'ngx-static',
 };
 
 function find(
@@ -58,8 +60,9 @@ function cpuCells(r: RunResult): string[] {
 function transferTable(
   suite: SuiteResult,
   scenario: 'A' | 'B' | 'C',
-  names: readonly ContestantName[],
+  all: readonly ContestantName[],
 ): string {
+  const names = all.filter((n) => suite.runs.some((r) => r.scenario === scenario && r.contestant === n));
   const cdn = suite.hub === 'cdn';
   const phases = scenario === 'B' ? ['cold', 'warm'] : [''];
   const headers = [
@@ -101,7 +104,8 @@ function transferTable(
   return table(headers, rows);
 }
 
-function manifestTable(suite: SuiteResult, names: readonly ContestantName[]): string {
+function manifestTable(suite: SuiteResult, all: readonly ContestantName[]): string {
+  const names = all.filter((n) => suite.runs.some((r) => r.scenario === 'D' && r.contestant === n));
   const headers = [
     'contestant',
     'req/s',
@@ -162,6 +166,12 @@ export function evaluateTargets(suite: SuiteResult, aLabel: string, params: Benc
     `${fmt(bWarm?.mbps, 0)} vs ${fmt(bNginxWarm?.mbps, 0)} MB/s = ${ratio(bWarm?.mbps, bNginxWarm?.mbps)}`,
     bWarm === undefined || bNginxWarm === undefined ? undefined : bWarm.mbps >= 0.9 * bNginxWarm.mbps,
   );
+  const bStatic = find(runs, 'B', 'nginx-static', 'warm');
+  check(
+    'B: Docxy warm >= 1.0x nginx static sendfile',
+    `${fmt(bWarm?.mbps, 0)} vs ${fmt(bStatic?.mbps, 0)} MB/s = ${ratio(bWarm?.mbps, bStatic?.mbps)}`,
+    bWarm === undefined || bStatic === undefined ? undefined : bWarm.mbps >= bStatic.mbps,
+  );
   const bCold = find(runs, 'B', 'docxy', 'cold');
   const bDirect = find(runs, 'B', 'direct', 'cold');
   check(
@@ -199,10 +209,11 @@ export function evaluateTargets(suite: SuiteResult, aLabel: string, params: Benc
   );
   const mem = suite.docxyMemory;
   check(
-    'E: Docxy peak RSS over the whole run < 100 MiB',
+    'M: Docxy peak RSS over the whole run < 100 MiB',
     mem === undefined ? 'n/a' : `VmHWM ${mib(mem.vmHwm)}, highest 100 ms sample ${mib(mem.peakRss)}`,
     mem === undefined ? undefined : Math.max(mem.vmHwm, mem.peakRss) < 100 * MiB,
   );
+  out.push(...evaluateLinkTargets(suite, params));
   return out;
 }
 
@@ -268,29 +279,40 @@ export function printSuite(suite: SuiteResult, aLabel: string, bSize: number, pa
       '* marks a run where it exceeded a quarter of the wall time (other work ran alongside)',
   );
   for (const s of suite.skipped) say(`(skipped ${s.name}: ${s.reason})`);
+  // Only the scenarios that ran (--only).
+  const ran = (sc: RunResult['scenario']): boolean => suite.runs.some((r) => r.scenario === sc);
   say('');
-  say(`A. cold pull of ${aLabel}: manifest + config + layer, one client`);
-  say(transferTable(suite, 'A', names));
-  say('');
-  say(`B. ${mib(bSize)} blob, cold (first pull) then warm (second pull), one client`);
-  say(transferTable(suite, 'B', names));
-  const budget = coldBudget(suite);
-  if (budget !== undefined) say(budget);
-  say('');
-  say(
-    `C. ${params.cClients} concurrent cold clients of a ${mib(params.cBlobSize)} blob (MB/s = all clients' bytes / wall time)`,
-  );
-  say(transferTable(suite, 'C', names));
-  say('');
-  say(
-    `D. warm tag-manifest GETs (${TINY.repo}:${TINY.tag}), ${params.dSeconds} s on ${params.dConnections} connections`,
-  );
-  say(manifestTable(suite, names));
-  say('');
+  if (ran('A')) {
+    say(`A. cold pull of ${aLabel}: manifest + config + layer, one client`);
+    say(transferTable(suite, 'A', names));
+    say('');
+  }
+  if (ran('B')) {
+    say(`B. ${mib(bSize)} blob, cold (first pull) then warm (second pull), one client`);
+    say(transferTable(suite, 'B', names));
+    const budget = coldBudget(suite);
+    if (budget !== undefined) say(budget);
+    say('');
+  }
+  if (ran('C')) {
+    say(
+      `C. ${params.cClients} concurrent cold clients of a ${mib(params.cBlobSize)} blob (MB/s = all clients' bytes / wall time)`,
+    );
+    say(transferTable(suite, 'C', names));
+    say('');
+  }
+  if (ran('D')) {
+    say(
+      `D. warm tag-manifest GETs (${TINY.repo}:${TINY.tag}), ${params.dSeconds} s on ${params.dConnections} connections`,
+    );
+    say(manifestTable(suite, names));
+    say('');
+  }
+  printLinkSuite(suite, params, say);
   const mem = suite.docxyMemory;
   if (mem !== undefined) {
     say(
-      `E. Docxy memory over the whole suite: after start RSS ${mib(mem.startRss)} (VmHWM ${mib(mem.startHwm)}); ` +
+      `M. Docxy memory over the whole suite: after start RSS ${mib(mem.startRss)} (VmHWM ${mib(mem.startHwm)}); ` +
         `highest 100 ms sample ${mib(mem.peakRss)}; VmHWM at the end ${mib(mem.vmHwm)}`,
     );
   }

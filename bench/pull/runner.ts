@@ -8,6 +8,7 @@ import { setMaxListeners } from 'node:events';
 import { Agent } from 'undici';
 import type { FakeHub } from '../../test/helpers/fake-hub.ts';
 import type { Contestant, ContestantName } from '../contestants.ts';
+import type { LinkSuite } from './scenario-e.ts';
 import {
   fmt,
   MB,
@@ -38,6 +39,14 @@ export interface BenchParams {
   readonly dConnections: number;
   /** Scenario A's layer size in --quick runs (0: the full run's library/big:1 image). */
   readonly aLayer: number;
+  /** Scenario E (capped link): the link's rates in Mbit/s, one pass each. */
+  readonly eRatesMbit: readonly number[];
+  /** Scenario E: round-trip time added on the link (ms). */
+  readonly eRttMs: number;
+  /** Scenario E: the cold single-client blob, and the blob the concurrent clients pull. */
+  readonly eBlobSize: number;
+  readonly eClients: number;
+  readonly eClientsBlobSize: number;
 }
 
 /** One measured run (one pull, or all concurrent clients of one contestant). */
@@ -46,10 +55,12 @@ export const STEP_LIMIT_MS = 10 * 60_000;
 const QUIET_WAIT_MS = 30_000;
 
 export interface RunResult {
-  scenario: 'A' | 'B' | 'C' | 'D';
+  scenario: 'A' | 'B' | 'C' | 'D' | 'E';
   contestant: ContestantName;
-  /** `cold`, `warm`, or `` for single-pass scenarios. */
+  /** `cold`, `warm`, or `` for single-pass scenarios; E: `cold@200M`, `clients@200M`, `one@200M`. */
   phase: string;
+  /** Scenario E: the link's rate during the run (Mbit/s). */
+  linkMbit?: number;
   ok: boolean;
   error?: string;
   wallMs: number;
@@ -66,7 +77,7 @@ export interface RunResult {
    * which run in it), and `other`: what the whole machine spent busy minus those three (other
    * work on the machine, and kernel time not charged to them; high values mean a noisy run).
    */
-  cpu: { server: number | undefined; hub: number; client: number; other: number };
+  cpu: { server: number | undefined; hub: number; client: number; other: number; link?: number };
   /** The contestant's summed RSS (process tree) around the run. */
   rss?: RssWindow;
   /** Busy fraction of one core in the 1 s before the run (after waiting up to 30 s for quiet). */
@@ -94,6 +105,34 @@ export interface SuiteResult {
   targets: TargetResult[];
   /** CPU seconds this process spends hashing the B blob with sha256 (what any verifying cache must spend). */
   sha256CpuS?: number;
+  /** Scenario E's link and the contestant instances behind it, when E ran. */
+  link?: LinkSuite;
+  /** Why scenario E did not run, when it was asked for. */
+  linkSkipped?: string;
+}
+
+/** bench/results/latest.json: one benchmark run, everything needed to regenerate bench/RESULTS.md. */
+export interface BenchReport {
+  generatedAt: string;
+  finishedAt: string;
+  durationS: number;
+  argv: string[];
+  quick: boolean;
+  /** The scenarios and contestants asked for (--only, --contestants). */
+  scenarios: string[];
+  params: BenchParams & Record<string, unknown>;
+  machine: {
+    cpus: number;
+    cpuModel: string;
+    memoryBytes: number;
+    kernel: string;
+    node: string;
+    loadAverageStart: number[];
+    loadAverageEnd: number[];
+  };
+  versions: { docxyCommit: string; docxySrcDirty: boolean; nginx: string; distribution: string };
+  units: Record<string, string>;
+  suites: SuiteResult[];
 }
 
 /** Many requests listen on one signal at once (50 clients, 32 connections): no leak warning. */
@@ -102,8 +141,8 @@ export function manyListeners(signal: AbortSignal): AbortSignal {
   return signal;
 }
 
-export function stepSignal(global: AbortSignal): AbortSignal {
-  return manyListeners(AbortSignal.any([global, AbortSignal.timeout(STEP_LIMIT_MS)]));
+export function stepSignal(global: AbortSignal, limitMs = STEP_LIMIT_MS): AbortSignal {
+  return manyListeners(AbortSignal.any([global, AbortSignal.timeout(limitMs)]));
 }
 
 export function newAgent(): Agent {
@@ -156,6 +195,10 @@ export interface SuiteContext {
   global: AbortSignal;
   samplers: Map<ContestantName, RssSampler>;
   runs: RunResult[];
+  /** Scenario E: the link's relay processes, whose CPU is counted apart (`cpu.link`), not as `other`. */
+  linkPids?: () => number[];
+  /** Scenario E: the link's rate, recorded on every run. */
+  linkMbit?: number;
 }
 
 export interface RunOutput {
@@ -180,9 +223,11 @@ export async function measure(
     after?: (signal: AbortSignal) => Promise<void>;
     /** Bytes the run may write to disk (cold runs): the page cache is prefaulted for that much. */
     writes?: number;
+    /** The run's own time limit, when a slow link needs more than STEP_LIMIT_MS. */
+    limitMs?: number;
   } = {},
 ): Promise<RunResult> {
-  const { after, writes = 0 } = opts;
+  const { after, writes = 0, limitMs = STEP_LIMIT_MS } = opts;
   // Past the run's time limit or interrupted: stop measuring and unwind to the cleanup.
   ctx.global.throwIfAborted();
   await settleUpstream(ctx.hub, 500);
@@ -195,13 +240,15 @@ export async function measure(
   const sampler = ctx.samplers.get(c.name);
   const pids = c.pid === undefined ? [] : [c.pid];
   const hubPids = [ctx.hub.registryPid() ?? -1];
+  const linkPids = ctx.linkPids?.() ?? [];
+  const linkCpu0 = treeCpu(linkPids);
   const serverCpu0 = treeCpu(pids);
   const hubCpu0 = treeCpu(hubPids);
   const clientCpu0 = process.cpuUsage();
   const busy0 = systemBusySeconds();
   const rssBefore = sampler?.sample() ?? 0;
   const t0 = performance.now();
-  const signal = stepSignal(ctx.global);
+  const signal = stepSignal(ctx.global, limitMs);
   let out: RunOutput = { bytes: 0 };
   let error: string | undefined;
   try {
@@ -215,6 +262,7 @@ export async function measure(
   const clientCpu = process.cpuUsage(clientCpu0);
   const serverCpu = treeCpu(pids) - serverCpu0;
   const hubCpu = treeCpu(hubPids) - hubCpu0;
+  const linkCpu = treeCpu(linkPids) - linkCpu0;
   const busy = systemBusySeconds() - busy0;
   const clientSeconds = (clientCpu.user + clientCpu.system) / 1e6;
   if (error === undefined && after !== undefined) {
@@ -231,6 +279,7 @@ export async function measure(
     scenario,
     contestant: c.name,
     phase,
+    ...(ctx.linkMbit === undefined ? {} : { linkMbit: ctx.linkMbit }),
     ok: error === undefined,
     ...(error === undefined ? {} : { error }),
     wallMs,
@@ -243,7 +292,8 @@ export async function measure(
       server: c.pid === undefined ? undefined : serverCpu,
       hub: hubCpu,
       client: clientSeconds,
-      other: Math.max(0, busy - serverCpu - hubCpu - clientSeconds),
+      other: Math.max(0, busy - serverCpu - hubCpu - clientSeconds - linkCpu),
+      ...(ctx.linkPids === undefined ? {} : { link: linkCpu }),
     },
     ...(rss === undefined ? {} : { rss }),
     busyBefore,
