@@ -27,9 +27,11 @@ function walk(dir, out) {
 }
 
 const suite = process.argv[2] ?? 'all';
-const roots = { unit: ['src', 'test/conformance'], integration: ['test/integration'], all: ['src', 'test'] }[
-  suite
-];
+const roots = {
+  unit: ['src', 'test/conformance', 'bench'],
+  integration: ['test/integration'],
+  all: ['src', 'test', 'bench'],
+}[suite];
 if (!roots) {
   console.error(`unknown suite ${suite}`);
   process.exit(2);
