@@ -21,7 +21,9 @@ import { createEvictor, type Evictor } from './cache/eviction.ts';
 import { createRepositoryLinks } from './cache/links.ts';
 import {
   canonicalAccept,
+  createManifestMemory,
   createManifestService,
+  type ManifestMemory,
   type UpstreamManifestFetch,
 } from './cache/manifest-service.ts';
 import { createTagPolicy } from './cache/tag-policy.ts';
@@ -115,6 +117,7 @@ function createUpstream(
   log: Logger,
   overrides: AppOverrides,
   obs: Observability,
+  manifestMemory: ManifestMemory,
 ): UpstreamRuntime {
   const guard = createAddressGuard({
     configured: [u.url, ...u.mirrors],
@@ -153,6 +156,7 @@ function createUpstream(
           fetch: fetchManifest,
           policy,
           log: log.child({ module: 'manifests', upstream: u.name }),
+          memory: manifestMemory,
         });
   const listings =
     storage === undefined || manifests === undefined
@@ -253,8 +257,19 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
   const { coordination, owner } = buildCoordination(config, log, obs.metrics?.coordination);
   const builtStorage = config.cache.enabled ? buildStorage(config, coordination) : undefined;
   const storage: StorageDriver | undefined = builtStorage?.driver;
+  // One bound for the process: manifests are stored once by digest for every upstream, and so kept.
+  const manifestMemory = createManifestMemory(config.cache.memory.manifest_bytes);
   const upstreams = config.upstreams.map((u) =>
-    createUpstream(u, u.name === config.defaultUpstream, storage, config, log, overrides, obs),
+    createUpstream(
+      u,
+      u.name === config.defaultUpstream,
+      storage,
+      config,
+      log,
+      overrides,
+      obs,
+      manifestMemory,
+    ),
   );
   const router = createRouter(upstreams, config.defaultUpstream);
   let publicUrl = config.public_url;

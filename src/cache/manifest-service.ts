@@ -15,6 +15,7 @@ import { isStorageUnavailable } from '../storage/errors.ts';
 import { paths } from '../storage/paths.ts';
 import { discard, readCapped } from '../upstream/body.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
+import { createByteLru, type ByteLru } from './byte-lru.ts';
 import type { CacheReply, CacheResult, Visibility } from './reply.ts';
 import {
   acceptable,
@@ -72,13 +73,48 @@ export interface ManifestServiceDeps {
   readonly policy: TagPolicy;
   readonly log: Logger;
   readonly now?: () => number;
+  /**
+   * Hot manifests kept in memory by digest (`cache.memory.manifest_bytes`), shared by every
+   * upstream's service as storage is; a 16 MiB one of its own when absent.
+   */
+  readonly memory?: ManifestMemory;
 }
 
-interface StoredManifest {
+/** A stored manifest as kept in memory: its bytes and the response headers every hit sends. */
+export interface StoredManifest {
   readonly digest: string;
   readonly mediaType: string;
   readonly bytes: Buffer;
   readonly visibility: Visibility;
+  /** Built once: the same for every answer with these bytes (never mutated by a reader). */
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+export type ManifestMemory = ByteLru<StoredManifest>;
+
+/** The in-memory manifest cache, bounded by the manifests' bytes (0 keeps none). */
+export function createManifestMemory(maxBytes: number): ManifestMemory {
+  return createByteLru<StoredManifest>({ maxBytes, sizeOf: (m) => m.bytes.length });
+}
+
+function storedManifest(
+  digest: string,
+  mediaType: string,
+  bytes: Buffer,
+  visibility: Visibility,
+): StoredManifest {
+  return {
+    digest,
+    mediaType,
+    bytes,
+    visibility,
+    headers: Object.freeze({
+      'content-type': mediaType,
+      'content-length': String(bytes.length),
+      'docker-content-digest': digest,
+      etag: `"${digest}"`,
+    }),
+  };
 }
 
 /** Media type from the response header, else from the manifest's own `mediaType` field. */
@@ -106,31 +142,12 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
   const now = deps.now ?? Date.now;
   /**
    * Small, hot and immutable: kept in memory so warm manifest requests cost no disk read. Bounded
-   * by bytes (manifests may be up to 4 MiB) with the oldest insertion dropped first; a Map keeps
-   * insertion order and a hit re-inserts, so this is an LRU.
+   * by bytes (manifests may be up to 4 MiB), least recently used dropped first.
    */
-  const memory = new Map<string, StoredManifest>();
-  const memoryMaxBytes = 16 * 1024 * 1024;
-  let memoryBytes = 0;
+  const memory = deps.memory ?? createManifestMemory(16 * 1024 * 1024);
   /** Tag records, bounded by count (each is a few hundred bytes). */
   const tagMemory = new Map<string, TagRecord>();
   const tagMemoryMax = 20_000;
-
-  function remember(m: StoredManifest): void {
-    const had = memory.get(m.digest);
-    if (had !== undefined) {
-      memory.delete(m.digest);
-      memoryBytes -= had.bytes.length;
-    }
-    if (m.bytes.length > memoryMaxBytes / 4) return;
-    memory.set(m.digest, m);
-    memoryBytes += m.bytes.length;
-    for (const [d, old] of memory) {
-      if (memoryBytes <= memoryMaxBytes) break;
-      memory.delete(d);
-      memoryBytes -= old.bytes.length;
-    }
-  }
 
   function rememberTag(key: string, rec: TagRecord): void {
     tagMemory.delete(key);
@@ -143,22 +160,19 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
 
   async function loadManifest(digest: string): Promise<StoredManifest | undefined> {
     const hot = memory.get(digest);
-    if (hot !== undefined) {
-      remember(hot);
-      return hot;
-    }
+    if (hot !== undefined) return hot;
     const key = paths.manifest(digest);
     const info = await unlessStoreDown(() => storage.stat(key));
     if (info === undefined) return undefined;
     const bytes = await unlessStoreDown(() => storage.getBytes(key));
     if (bytes === undefined) return undefined;
-    const m: StoredManifest = {
+    const m = storedManifest(
       digest,
-      mediaType: info.metadata.mediaType ?? mediaTypeOf(undefined, bytes),
+      info.metadata.mediaType ?? mediaTypeOf(undefined, bytes),
       bytes,
-      visibility: info.metadata.visibility === 'private' ? 'private' : 'shared',
-    };
-    remember(m);
+      info.metadata.visibility === 'private' ? 'private' : 'shared',
+    );
+    memory.set(digest, m);
     return m;
   }
 
@@ -171,7 +185,7 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
       });
       await w.write(m.bytes);
       await w.commit();
-      remember(m);
+      memory.set(m.digest, m);
     } catch (err) {
       await w?.cancel().catch(() => undefined);
       log.warn({ digest: m.digest, err: (err as Error).message }, 'cannot cache manifest');
@@ -234,12 +248,7 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
     return {
       kind: 'local',
       status: 200,
-      headers: {
-        'content-type': m.mediaType,
-        'content-length': String(m.bytes.length),
-        'docker-content-digest': m.digest,
-        etag: `"${m.digest}"`,
-      },
+      headers: m.headers,
       body: req.method === 'HEAD' ? undefined : m.bytes,
       cache,
       visibility: m.visibility,
@@ -276,12 +285,12 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
         message: `upstream manifest does not match its digest ${expectDigest ?? announced ?? ''}`,
       });
     }
-    const m: StoredManifest = {
+    const m = storedManifest(
       digest,
-      mediaType: mediaTypeOf(headerValue(res.headers, 'content-type'), bytes),
+      mediaTypeOf(headerValue(res.headers, 'content-type'), bytes),
       bytes,
       visibility,
-    };
+    );
     await storeManifest(m);
     return m;
   }
@@ -372,11 +381,7 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
   return {
     get: (req) => (req.referenceIsDigest ? byDigest(req) : byTag(req)),
     forget(digest) {
-      const had = memory.get(digest);
-      if (had !== undefined) {
-        memory.delete(digest);
-        memoryBytes -= had.bytes.length;
-      }
+      memory.delete(digest);
       for (const [k, rec] of tagMemory) if (rec.digest === digest) tagMemory.delete(k);
     },
     async cachedTags(name) {

@@ -17,7 +17,7 @@ export type CacheReply =
   | {
       readonly kind: 'local';
       readonly status: number;
-      readonly headers: Record<string, string>;
+      readonly headers: Readonly<Record<string, string>>;
       /** Absent for HEAD, 304 and errors without a body; blobs are BodySources (body-source.ts). */
       readonly body?: Readable | Buffer | BodySource;
       readonly cache: CacheResult;

@@ -187,3 +187,19 @@ test('coordination.redis.url: omitted is in-process, DOCXY_* sets it, a non-redi
       err instanceof ConfigError && err.problems.some((p) => p.startsWith('coordination.redis.url')),
   );
 });
+
+test('cache.memory.manifest_bytes: 16 MiB by default, a size from the file or DOCXY_*, key path on errors', () => {
+  assert.equal(loadConfig({}, {}).cache.memory.manifest_bytes, 16 * 1024 * 1024);
+  const example = validateConfig(readConfigFile('config.example.yaml'), 'config.example.yaml');
+  assert.equal(example.cache.memory.manifest_bytes, 16 * 1024 * 1024);
+  const env = loadConfig({}, { DOCXY_CACHE__MEMORY__MANIFEST_BYTES: '0' });
+  assert.equal(env.cache.memory.manifest_bytes, 0);
+  assert.equal(
+    validateConfig({ cache: { memory: { manifest_bytes: '2MiB' } } }, 'x').cache.memory.manifest_bytes,
+    2 * 1024 * 1024,
+  );
+  assert.throws(
+    () => validateConfig({ cache: { memory: { manifest_bytes: 'lots' } } }, 'x'),
+    (err: unknown) => err instanceof ConfigError && err.message.includes('cache.memory.manifest_bytes'),
+  );
+});

@@ -134,6 +134,15 @@ export const cacheSchema = z
       .default(3)
       .describe('upstream Range resumes of a broken blob download'),
     resume_backoff: duration.default(500).describe('first wait before a resume; doubles each time'),
+    memory: z
+      .object({
+        manifest_bytes: size
+          .default(16 * 1024 ** 2)
+          .describe('hot manifests kept in memory by digest, at most this many bytes (0 = none)'),
+      })
+      .strict()
+      .default({ manifest_bytes: 16 * 1024 ** 2 })
+      .describe('what the cache keeps in memory besides storage'),
   })
   .strict();
 
@@ -470,6 +479,7 @@ export const configSchema = z
       fill_timeout: 1_800_000,
       resume_retries: 3,
       resume_backoff: 500,
+      memory: { manifest_bytes: 16 * 1024 ** 2 },
     }),
   })
   .strict();
