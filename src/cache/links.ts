@@ -17,23 +17,29 @@ export interface RepositoryLinks {
 const memoryMax = 200_000;
 
 export function createRepositoryLinks(storage: StorageDriver): RepositoryLinks {
+  /**
+   * Keyed by the three parts as given (none holds a newline), not by the storage key: a warm
+   * request then costs one string join and a lookup, no digest parsing. Only parts that made a
+   * valid storage key are ever remembered.
+   */
   const known = new Set<string>();
-  const remember = (key: string): void => {
+  const remember = (id: string): void => {
     if (known.size >= memoryMax) known.clear();
-    known.add(key);
+    known.add(id);
   };
   return {
     async has(upstream, name, digest) {
-      const key = paths.link(upstream, name, digest);
-      if (known.has(key)) return true;
-      if ((await storage.stat(key)) === undefined) return false;
-      remember(key);
+      const id = `${upstream}\n${name}\n${digest}`;
+      if (known.has(id)) return true;
+      if ((await storage.stat(paths.link(upstream, name, digest))) === undefined) return false;
+      remember(id);
       return true;
     },
     async add(upstream, name, digest) {
+      const id = `${upstream}\n${name}\n${digest}`;
+      if (known.has(id)) return;
       const key = paths.link(upstream, name, digest);
-      if (known.has(key)) return;
-      remember(key);
+      remember(id);
       const w = await storage.createWriter(key);
       try {
         await w.commit();

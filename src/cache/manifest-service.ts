@@ -86,6 +86,8 @@ export interface StoredManifest {
   readonly mediaType: string;
   readonly bytes: Buffer;
   readonly visibility: Visibility;
+  /** Its storage key (`touch` on every hit would otherwise parse the digest again). */
+  readonly key: string;
   /** Built once: the same for every answer with these bytes (never mutated by a reader). */
   readonly headers: Readonly<Record<string, string>>;
 }
@@ -108,6 +110,7 @@ function storedManifest(
     mediaType,
     bytes,
     visibility,
+    key: paths.manifest(digest),
     headers: Object.freeze({
       'content-type': mediaType,
       'content-length': String(bytes.length),
@@ -177,10 +180,9 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
   }
 
   async function storeManifest(m: StoredManifest): Promise<void> {
-    const key = paths.manifest(m.digest);
     let w;
     try {
-      w = await storage.createWriter(key, {
+      w = await storage.createWriter(m.key, {
         metadata: { mediaType: m.mediaType, visibility: m.visibility },
       });
       await w.write(m.bytes);
@@ -244,7 +246,7 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
 
   function serve(req: ManifestRequest, m: StoredManifest, cache: CacheResult): CacheReply | 'bypass' {
     if (!acceptable(m.mediaType, req.accept)) return 'bypass';
-    void storage.touch(paths.manifest(m.digest));
+    void storage.touch(m.key);
     return {
       kind: 'local',
       status: 200,

@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { acceptList, acceptable, createTagPolicy, isUpstreamFailure } from './tag-policy.ts';
+import {
+  acceptList,
+  acceptable,
+  createAcceptCache,
+  createTagPolicy,
+  isUpstreamFailure,
+} from './tag-policy.ts';
 
 const rec = { digest: 'sha256:x', mediaType: 'm', size: 1, checkedAt: 1_000_000 };
 
@@ -30,4 +36,21 @@ test('Accept: exact media types, */* and no Accept admit; others do not', () => 
   assert.ok(acceptable(index, acceptList([`${docker}, */*`])));
   assert.ok(acceptable(index, []));
   assert.ok(!acceptable(index, acceptList([docker, 'application/json'])));
+});
+
+test('acceptList lowercases and drops parameters; the cache answers the same list for the same text', () => {
+  assert.deepEqual(acceptList(['Application/JSON; q=0.5 , */*', '']), ['application/json', '*/*']);
+  const cached = createAcceptCache();
+  const a = cached(['application/vnd.oci.image.index.v1+json', 'application/json']);
+  assert.deepEqual(a, ['application/vnd.oci.image.index.v1+json', 'application/json']);
+  assert.equal(cached(['application/vnd.oci.image.index.v1+json', 'application/json']), a);
+  assert.equal(cached(['application/vnd.oci.image.index.v1+json,application/json']), a);
+  assert.deepEqual(cached(undefined), []);
+  assert.deepEqual(cached([]), []);
+  assert.ok(Object.isFrozen(a));
+});
+
+test('the accept cache answers right past its bound of remembered sets', () => {
+  const cached = createAcceptCache();
+  for (let i = 0; i < 1000; i++) assert.deepEqual(cached([`application/x-${i}`]), [`application/x-${i}`]);
 });

@@ -40,22 +40,48 @@ export function isFailureError(err: unknown): boolean {
 }
 
 /**
- * Whether a client's Accept values admit a manifest media type. No Accept at all, or `*\/*`
- * (containerd appends it), admits anything.
+ * Whether a client's Accept media ranges (as `acceptList` gives them) admit a manifest media type.
+ * No Accept at all, or `*\/*` (containerd appends it), admits anything.
  */
 export function acceptable(mediaType: string, accept: readonly string[]): boolean {
-  if (accept.length === 0) return true;
-  return accept.some((a) => {
-    const t = a.split(';')[0]?.trim().toLowerCase();
-    return t === '*/*' || t === mediaType;
-  });
+  return accept.length === 0 || accept.includes('*/*') || accept.includes(mediaType);
 }
 
-/** Splits Accept header values (several headers, comma-joined lists) into media ranges. */
+/**
+ * Splits Accept header values (several headers, comma-joined lists) into media ranges, lowercased
+ * and without parameters (`;q=0.5`), which is all `acceptable` compares.
+ */
 export function acceptList(values: readonly string[] | undefined): string[] {
   if (values === undefined) return [];
-  return values
-    .flatMap((v) => v.split(','))
-    .map((v) => v.trim())
-    .filter((v) => v !== '');
+  const out: string[] = [];
+  for (const v of values)
+    for (const part of v.split(',')) {
+      const t = (part.split(';')[0] ?? '').trim().toLowerCase();
+      if (t !== '') out.push(t);
+    }
+  return out;
+}
+
+/** Distinct Accept header sets remembered by `createAcceptCache` (clients send a handful). */
+const acceptCacheMax = 256;
+
+/**
+ * `acceptList` remembered by the raw header text: every docker, containerd or podman of one
+ * version sends the same Accept values, so a warm manifest request need not split them again. The
+ * lists it returns are shared and frozen.
+ */
+export function createAcceptCache(): (values: readonly string[] | undefined) => readonly string[] {
+  const known = new Map<string, readonly string[]>();
+  const none: readonly string[] = Object.freeze([]);
+  return (values) => {
+    if (values === undefined || values.length === 0) return none;
+    // A comma between header values means what a comma inside one does (RFC 9110 section 5.3).
+    const raw = values.length === 1 ? (values[0] ?? '') : values.join(',');
+    const hit = known.get(raw);
+    if (hit !== undefined) return hit;
+    const list = Object.freeze(acceptList([raw]));
+    if (known.size >= acceptCacheMax) known.clear();
+    known.set(raw, list);
+    return list;
+  };
 }

@@ -4,7 +4,6 @@
  * client's own credentials and content negotiation are forwarded, and the answer is relayed.
  */
 import { createHash } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../../registry/errors.ts';
@@ -20,7 +19,7 @@ import type { RepositoryLinks } from '../../cache/links.ts';
 import { rewriteRealm } from '../../upstream/auth-challenge.ts';
 import type { CacheReply } from '../../cache/reply.ts';
 import type { ClientListingFetch } from '../../cache/listing-service.ts';
-import { acceptList } from '../../cache/tag-policy.ts';
+import { createAcceptCache } from '../../cache/tag-policy.ts';
 import { pipeline } from 'node:stream/promises';
 import { headerValue, type RegistryClient, type UpstreamResponse } from '../../upstream/registry-client.ts';
 import { version } from '../../version.ts';
@@ -47,14 +46,19 @@ export interface V2RouteDeps {
 }
 
 /**
- * Every Accept header value. HTTP/1.1 keeps repeated headers apart (headersDistinct); HTTP/2's
- * compatibility request has no such field and joins them with commas, which means the same.
+ * Every Accept header value, in order. HTTP/1.1 keeps repeated headers apart in rawHeaders (Docker
+ * sends six; FACTS.md); HTTP/2's compatibility request lists its values there too, or one joined
+ * with commas, which means the same. Read from rawHeaders rather than headersDistinct, which
+ * builds an object of every header on first use (a cost on each warm manifest request).
  */
 function acceptHeaderValues(request: FastifyRequest): string[] | undefined {
-  const distinct = (request.raw as Partial<Pick<IncomingMessage, 'headersDistinct'>>).headersDistinct;
-  if (distinct !== undefined) return distinct.accept;
-  const joined = request.headers.accept;
-  return joined === undefined ? undefined : [joined];
+  const raw = request.raw.rawHeaders;
+  let out: string[] | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i];
+    if (name?.length === 6 && name.toLowerCase() === 'accept') (out ??= []).push(raw[i + 1] ?? '');
+  }
+  return out;
 }
 
 /** Request headers forwarded upstream: credentials, content negotiation and conditional/range GETs. */
@@ -168,6 +172,7 @@ export function nsParam(rawUrl: string): string | undefined {
 }
 
 export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void {
+  const acceptOf = createAcceptCache();
   function relayOptions(up: UpstreamRuntime, abort: AbortController): Parameters<typeof relay>[3] {
     const publicUrl = deps.publicUrl();
     return {
@@ -469,7 +474,7 @@ export function registerV2Routes(app: FastifyInstance, deps: V2RouteDeps): void 
           name,
           reference: route.reference,
           referenceIsDigest: route.referenceIsDigest,
-          accept: acceptList(acceptHeaderValues(request)),
+          accept: acceptOf(acceptHeaderValues(request)),
         } as const;
         let answer = await manifests.get(base);
         // Docxy's identity was refused (a private repository): the client's own credentials may do,
