@@ -16,6 +16,7 @@ import type { TlsMaterial } from './tls.ts';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { RegistryError } from '../registry/errors.ts';
 import { sendError } from './error-reply.ts';
+import { flatLineRedact } from '../observability/logger.ts';
 
 /** What a handler tells the request log line. */
 export interface RequestContext {
@@ -161,6 +162,8 @@ export function createDocxyServer(opts: ServerOptions): DocxyServer {
   });
 
   app.decorateRequest('ctx', null as unknown as RequestContext);
+  // The request line's fields are all flat values set below, none of them a credential.
+  const lineLog = opts.log.child({}, { redact: flatLineRedact });
 
   // Bodies of registry requests are never read: a GET body is ignored, and push bodies are refused
   // below before any byte of them is parsed. Only the token endpoint's form body is read.
@@ -199,8 +202,9 @@ export function createDocxyServer(opts: ServerOptions): DocxyServer {
         seconds: Number(elapsed) / 1e9,
         routeUrl: request.routeOptions.url,
       });
-      request.log.info(
+      lineLog.info(
         {
+          reqId: request.id,
           method: request.method,
           path: request.url.split('?')[0],
           upstream: request.ctx.upstream,

@@ -19,21 +19,26 @@ function boundedStdout(): DestinationStream & { on(event: 'drop', fn: (data: str
   return pino.destination({ dest: 1, sync: false, maxLength: maxPendingLogBytes });
 }
 
+/** Field names whose values never reach a log line. */
+const secretKeys = ['authorization', 'password', 'token'] as const;
+const censor = '[redacted]';
+
+/**
+ * The redaction for a line of flat fields (the request line: every value a string, number or
+ * boolean built by the server), where only top-level keys can hold a secret. The process logger's
+ * wildcard paths (`*.token`) make pino pass every field of every line through the redactor, which
+ * was ~3 % of a warm manifest request's CPU (issue 14); this keeps the same protection for such
+ * lines without that.
+ */
+export const flatLineRedact = { paths: [...secretKeys], censor };
+
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   const opts = {
     level,
     base: { service: 'docxy' },
     redact: {
-      paths: [
-        'authorization',
-        '*.authorization',
-        'headers.authorization',
-        'password',
-        '*.password',
-        'token',
-        '*.token',
-      ],
-      censor: '[redacted]',
+      paths: [...secretKeys, ...secretKeys.map((k) => `*.${k}`), 'headers.authorization'],
+      censor,
     },
   };
   if (destination !== undefined) return pino(opts, destination);
