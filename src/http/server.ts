@@ -17,6 +17,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { RegistryError } from '../registry/errors.ts';
 import { sendError } from './error-reply.ts';
 import { flatLineRedact } from '../observability/logger.ts';
+import { lazyChildLogger } from './lazy-child-logger.ts';
 
 /** What a handler tells the request log line. */
 export interface RequestContext {
@@ -132,6 +133,8 @@ export function createDocxyServer(opts: ServerOptions): DocxyServer {
     loggerInstance: opts.log,
     // Docxy writes its own single line per request (below) instead of fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
+    // request.log is rarely written (audit, internal errors): built on first use (lazy-child-logger.ts).
+    childLoggerFactory: lazyChildLogger,
     genReqId: () => randomUUID(),
     bodyLimit: opts.bodyLimit ?? 64 * 1024,
     return503OnClosing: true,
