@@ -122,14 +122,16 @@ function plan(
 
 /**
  * Buffers for sending blobs from storage: 256 KiB reads (large enough for throughput; a transfer
- * holds at most two), and up to 32 idle ones kept (8 MiB) for the next transfers.
+ * holds at most two), and up to 32 idle ones kept (8 MiB) for the next transfers; the first four
+ * buffers out are 1 MiB (at most 4 MiB), so one or two big transfers take fewer, larger steps.
  */
 const poolChunk = 256 * 1024;
 const poolKeep = 32;
+const poolLarge = { size: 1024 * 1024, max: 4 };
 
 export function createBlobService(deps: BlobServiceDeps): BlobService {
   const { storage, flights, log } = deps;
-  const pool = createBufferPool(poolChunk, poolKeep);
+  const pool = createBufferPool(poolChunk, poolKeep, poolLarge);
   /** Open reads of committed blobs, per key. */
   const readers = new Map<string, number>();
   /** Fills running now, with when they started. */

@@ -164,4 +164,43 @@ describe('createBufferPool', () => {
     assert.ok(got.has(a) && got.has(b));
     assert.ok(!new Set([pool.take()]).has(c));
   });
+
+  it('with large buffers: hands out at most `max` of them at once, then its own size, reusing both', () => {
+    const pool = createBufferPool(1024, 4, { size: 4096, max: 2 });
+    const l1 = pool.take();
+    const l2 = pool.take();
+    const s1 = pool.take();
+    assert.deepEqual([l1.length, l2.length, s1.length], [4096, 4096, 1024]);
+    pool.give(l1);
+    const again = pool.take();
+    assert.equal(again, l1, 'a large buffer given back is handed out again');
+    assert.equal(pool.take().length, 1024, 'two large ones are out again');
+    pool.give(again);
+    pool.give(l2);
+    pool.give(s1);
+    const next = [pool.take(), pool.take(), pool.take()];
+    assert.deepEqual(
+      next.map((b) => b.length),
+      [4096, 4096, 1024],
+    );
+    assert.ok(next.includes(l1) && next.includes(l2) && next.includes(s1));
+  });
+
+  it('refuses large buffers that are not larger than its chunk size', () => {
+    assert.throws(() => createBufferPool(1024, 1, { size: 1024, max: 1 }), /must be larger/);
+  });
+
+  it('a transfer through large buffers sends the same bytes', async () => {
+    const data = bytes(1_000_003);
+    const pool = createBufferPool(64 * 1024, 4, { size: 256 * 1024, max: 1 });
+    const a = slowSink({ holdMs: 1 });
+    const b = slowSink({ holdMs: 1 });
+    await Promise.all([
+      positionalBody(readerOf(data), 0, data.length, pool).pipeTo(a),
+      positionalBody(readerOf(data), 7, 900_000, pool).pipeTo(b),
+    ]);
+    await new Promise((r) => setTimeout(r, 20)); // the last releases
+    assert.equal(sha(a.sent()), sha(data));
+    assert.equal(sha(b.sent()), sha(data.subarray(7, 900_000)));
+  });
 });
