@@ -3,8 +3,8 @@
  * `s3` keeps them in one bucket of an S3-compatible store, shared by every replica. `data:` stays
  * for what is local to one replica (ACME state, spool files, the access index).
  */
-import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { resolveSecret } from './secret.ts';
 import { duration, httpUrl, size } from './zod-units.ts';
 
 const MiB = 1024 * 1024;
@@ -109,21 +109,12 @@ export function resolveStorage(
 ): ResolvedStorage {
   const s3 = cfg.s3;
   if (cfg.driver !== 's3' || s3?.access_key_id === undefined) return { ...cfg, credentials: undefined };
-  let secret = s3.secret_access_key;
-  if (s3.secret_access_key_file !== undefined) {
-    try {
-      secret = readFileSync(s3.secret_access_key_file, 'utf8').replace(/\r?\n$/, '');
-    } catch (err) {
-      problems.push(
-        `storage.s3.secret_access_key_file: cannot read ${s3.secret_access_key_file} (${(err as Error).message})`,
-      );
-    }
-  }
-  if (s3.secret_access_key_env !== undefined) {
-    secret = env[s3.secret_access_key_env];
-    if (secret === undefined)
-      problems.push(`storage.s3.secret_access_key_env: ${s3.secret_access_key_env} is not set`);
-  }
+  const secret = resolveSecret(
+    'storage.s3.secret_access_key',
+    { value: s3.secret_access_key, file: s3.secret_access_key_file, env: s3.secret_access_key_env },
+    env,
+    problems,
+  );
   return {
     ...cfg,
     credentials:

@@ -5,6 +5,7 @@
  * Problems name their key path (`upstreams[1].credentials: …`).
  */
 import { readFileSync } from 'node:fs';
+import { resolveSecret } from './secret.ts';
 import { presets, type ConfigFile, type UpstreamEntry } from './schema.ts';
 
 export interface ResolvedUpstream {
@@ -58,21 +59,12 @@ export function resolveUpstreams(
     let credentials: ResolvedUpstream['credentials'];
     if (e.credentials !== undefined) {
       const c = e.credentials;
-      let password = c.password;
-      if (c.password_file !== undefined) {
-        try {
-          password = readFileSync(c.password_file, 'utf8').replace(/\r?\n$/, '');
-        } catch (err) {
-          problems.push(
-            `${at}.credentials.password_file: cannot read ${c.password_file} (${(err as Error).message})`,
-          );
-        }
-      }
-      if (c.password_env !== undefined) {
-        password = env[c.password_env];
-        if (password === undefined)
-          problems.push(`${at}.credentials.password_env: ${c.password_env} is not set`);
-      }
+      const password = resolveSecret(
+        `${at}.credentials.password`,
+        { value: c.password, file: c.password_file, env: c.password_env },
+        env,
+        problems,
+      );
       if (password !== undefined) credentials = { username: c.username, password };
     }
     let ca: string | undefined;

@@ -1,6 +1,7 @@
 /** Streams over byte ranges of an open file, by positional reads (safe on a shared handle). */
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
+import type { PartialReader, PositionalReader } from './driver.ts';
 
 /** Reads of one chunk; large enough for throughput, small enough to keep memory flat. */
 export const readChunk = 1024 * 1024;
@@ -49,4 +50,30 @@ export function rangeStream(
       cb(err);
     },
   });
+}
+
+/** Positional reads of an open local file; closing closes `handle`, once. */
+export function filePositionalReader(handle: FileHandle): PositionalReader {
+  let closed = false;
+  return {
+    readInto: async (buf, offset, length, position) =>
+      (await handle.read(buf, offset, length, position)).bytesRead,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await handle.close();
+    },
+  };
+}
+
+/** A PartialReader over a local file that a writer is still appending to (the filesystem driver's
+ * temporary file, the S3 writer's spool). */
+export function filePartialReader(handle: FileHandle): PartialReader {
+  return {
+    ...filePositionalReader(handle),
+    read: (start, end) =>
+      end <= start
+        ? Readable.from([])
+        : rangeStream(handle, start, end, undefined, partialReadChunk, partialReadChunk),
+  };
 }

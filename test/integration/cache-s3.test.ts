@@ -121,18 +121,13 @@ async function pullAll(docxy: TestDocxy, image: TestImage): Promise<void> {
   }
 }
 
-/** Stops a replica once its fills have ended (each ends by committing or aborting its upload). */
-async function stopReplica(docxy: TestDocxy): Promise<void> {
-  await docxy.stop();
-}
-
 describe('docxy on an S3 bucket (RADOS Gateway)', () => {
   it('replica B serves what replica A cached, from the bucket, with the upstream stopped (HTTP and skopeo)', async (t) => {
     const a = await startDocxy(replicaConfig());
     try {
       for (const image of [big, TINY, MULTI]) await pullAll(a, image);
     } finally {
-      await stopReplica(a);
+      await a.stop();
     }
     const blobKeys = await keysUnder('blobs/');
     for (const b of [...big.blobs, ...TINY.blobs, ...MULTI.blobs]) {
@@ -168,7 +163,7 @@ describe('docxy on an S3 bucket (RADOS Gateway)', () => {
     } finally {
       await hub.startRegistry();
       await skopeo.stop();
-      await stopReplica(b);
+      await b.stop();
     }
   });
 
@@ -179,7 +174,7 @@ describe('docxy on an S3 bucket (RADOS Gateway)', () => {
     try {
       await pullAll(a, spare);
     } finally {
-      await stopReplica(a);
+      await a.stop();
     }
     let out = '';
     const write = (s: string): void => {
@@ -282,7 +277,7 @@ describe('docxy on an S3 bucket (RADOS Gateway)', () => {
       } catch {
         // Not stopped, or not running.
       }
-      await stopReplica(a);
+      await a.stop();
     }
   });
 
@@ -305,7 +300,7 @@ describe('docxy on an S3 bucket (RADOS Gateway)', () => {
       try {
         await pullAll(a, TINY);
       } finally {
-        await stopReplica(a); // flushes its access records to Redis
+        await a.stop(); // flushes its access records to Redis
       }
       const keys = TINY.blobs.map((b) => paths.blob(b.digest));
       const shared = await coordination.stamps.get(keys.map((k) => `${bucket}/mirror/${k}`));

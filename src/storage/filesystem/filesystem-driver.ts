@@ -20,8 +20,7 @@ import {
   type FileHandle,
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
-import { partialReadChunk, rangeStream } from '../range-stream.ts';
+import { filePartialReader, filePositionalReader, rangeStream } from '../range-stream.ts';
 import type { ListEntry, ObjectInfo, ObjectWriter, PartialReader, StorageDriver } from '../driver.ts';
 
 /** A key is touched at most this often, so hot manifests do not cost a syscall per request. */
@@ -121,21 +120,7 @@ export function createFilesystemDriver(root: string): StorageDriver {
         },
         async openPartialReader(): Promise<PartialReader> {
           // Its own descriptor: it stays valid after the file is renamed (commit) or unlinked (cancel).
-          const h = await open(tmpPath, 'r');
-          let readerClosed = false;
-          return {
-            read: (start, end) => {
-              if (end <= start) return Readable.from([]);
-              return rangeStream(h, start, end, undefined, partialReadChunk, partialReadChunk);
-            },
-            readInto: async (buf, offset, length, position) =>
-              (await h.read(buf, offset, length, position)).bytesRead,
-            async close() {
-              if (readerClosed) return;
-              readerClosed = true;
-              await h.close();
-            },
-          };
+          return filePartialReader(await open(tmpPath, 'r'));
         },
         async commit() {
           await handle.datasync();
@@ -181,18 +166,7 @@ export function createFilesystemDriver(root: string): StorageDriver {
       try {
         const s = await handle.stat();
         const metadata = await readMeta(key);
-        let closed = false;
-        return {
-          size: s.size,
-          metadata,
-          readInto: async (buf, offset, length, position) =>
-            (await handle.read(buf, offset, length, position)).bytesRead,
-          async close() {
-            if (closed) return;
-            closed = true;
-            await handle.close();
-          },
-        };
+        return { size: s.size, metadata, ...filePositionalReader(handle) };
       } catch (err) {
         await handle.close();
         throw err;

@@ -13,7 +13,6 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -23,7 +22,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import type { ObjectWriter, PartialReader } from '../driver.ts';
-import { partialReadChunk, rangeStream } from '../range-stream.ts';
+import { filePartialReader } from '../range-stream.ts';
 import { toStorageError } from './s3-errors.ts';
 
 export interface S3WriterOptions {
@@ -163,21 +162,7 @@ export async function createS3Writer(o: S3WriterOptions): Promise<ObjectWriter> 
     },
 
     async openPartialReader(): Promise<PartialReader> {
-      const h = await open(spoolPath, 'r');
-      let closed = false;
-      return {
-        read: (start, end) =>
-          end <= start
-            ? Readable.from([])
-            : rangeStream(h, start, end, undefined, partialReadChunk, partialReadChunk),
-        readInto: async (buf, offset, length, position) =>
-          (await h.read(buf, offset, length, position)).bytesRead,
-        async close() {
-          if (closed) return;
-          closed = true;
-          await h.close();
-        },
-      };
+      return filePartialReader(await open(spoolPath, 'r'));
     },
 
     async commit() {
