@@ -12,21 +12,17 @@ import type { Coordination } from '../../src/coordination/coordination.ts';
 import { createRedisCoordination } from '../../src/coordination/redis/redis-coordination.ts';
 import type { CoordinationMetrics } from '../../src/coordination/redis/redis-health.ts';
 import { startRedis, type RedisServer } from '../helpers/redis.ts';
-import { runCoordinationConformance } from './coordination-suite.ts';
+import { runCoordinationConformance, testClock } from './coordination-suite.ts';
 
 const flushIntervalMs = 50;
 const silent = pino({ level: 'silent' });
 
 function replica(url: string, log = silent, metrics?: CoordinationMetrics): Coordination {
   // A prefix per run keeps files and reruns apart even on a shared server.
-  return createRedisCoordination({
-    url,
-    log,
-    metrics,
-    flushIntervalMs,
-    commandTimeoutMs: 300,
-    keyPrefix: 'test:',
-  });
+  return createRedisCoordination(
+    { url, log, metrics, flushIntervalMs, commandTimeoutMs: 300, keyPrefix: 'test:' },
+    testClock,
+  );
 }
 
 /** True when a lease taken on X is seen held on Y: the two share Redis. */

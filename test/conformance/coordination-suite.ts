@@ -18,6 +18,15 @@ export interface FleetUnderTest {
   readonly cleanup: () => Promise<void>;
 }
 
+/**
+ * The clock the implementations under test run on: wall time shifted so this run starts 1 s into a
+ * window of an hour (and so of every shorter window the tests use). An assertion that adds to a
+ * 60 s or 1 h window and reads it back then never straddles a window's end by chance (it did once
+ * in CI: a count read back as 0 after crossing a minute).
+ */
+const shift = (Date.now() % 3_600_000) - 1000;
+export const testClock = (): number => Date.now() - shift;
+
 const owner = (name: string): LeaseOwner => ({
   id: `${name}-${randomUUID()}`,
   address: `http://${name}:5100`,
