@@ -6,10 +6,12 @@
  */
 import { join } from 'node:path';
 import { HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
+import { pino, type Logger } from 'pino';
 import type { Config } from './config/load.ts';
 import type { StorageDriver } from './storage/driver.ts';
 import { createFilesystemDriver } from './storage/filesystem/filesystem-driver.ts';
 import type { Coordination } from './coordination/coordination.ts';
+import { createRedisCoordination } from './coordination/redis/redis-coordination.ts';
 import {
   createFileAccessIndex,
   createSharedAccessIndex,
@@ -104,13 +106,18 @@ export function buildStorage(config: Config, coordination?: Coordination): Built
  */
 export async function withStorage<T>(
   config: Config,
-  work: (driver: StorageDriver) => Promise<T>,
+  work: (driver: StorageDriver, fleet: Coordination | undefined) => Promise<T>,
+  log: Logger = pino({ level: 'silent' }),
 ): Promise<T> {
-  const built = buildStorage(config);
+  // With Redis, a command sees the fleet's last-access stamps and takes the fleet's leases too.
+  const url = config.coordination.redis?.url;
+  const fleet = url === undefined ? undefined : createRedisCoordination({ url, log });
+  const built = buildStorage(config, fleet);
   try {
     if (!(await built.start())) throw new Error(`object store unreachable: ${built.location}`);
-    return await work(built.driver);
+    return await work(built.driver, fleet);
   } finally {
     await built.close();
+    await fleet?.close();
   }
 }

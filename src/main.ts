@@ -60,7 +60,7 @@ export async function main(argv: readonly string[]): Promise<void> {
     cache.command('gc').description('evict least recently used objects down to cache.max_size now'),
   ).action(async (opts: { config?: string; data?: string }) => {
     const config = loadConfig(opts);
-    await cacheGc(config, createLogger(config.log_level), write);
+    process.exitCode = await cacheGc(config, createLogger(config.log_level), write);
   });
   cacheOpts(cache.command('rm <ref>').description('remove name or name:tag, and what only it uses')).action(
     async (ref: string, opts: { config?: string; data?: string }) => {

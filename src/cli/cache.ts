@@ -2,12 +2,16 @@
  * `docxy cache ls | gc | rm`: look into and trim the cache of a stopped or running Docxy (they
  * work on the storage directly; a running instance keeps working, re-fetching what was removed).
  */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { imageSize, scanCache, type CacheIndex } from '../cache/cache-index.ts';
+import { withLease } from '../coordination/coordination.ts';
 import { evictToSize } from '../cache/eviction.ts';
 import type { Config } from '../config/load.ts';
 import type { Logger } from '../observability/logger.ts';
 import { isValidName, isValidTag } from '../registry/reference.ts';
 import { withLibraryPrefix } from '../routing/library-prefix.ts';
+import { paths } from '../storage/paths.ts';
 import { withStorage } from '../app-storage.ts';
 import { formatSize } from '../config/units.ts';
 
@@ -51,13 +55,27 @@ export async function cacheLs(config: Config, out: Out): Promise<void> {
   );
 }
 
-export async function cacheGc(config: Config, log: Logger, out: Out): Promise<void> {
-  const r = await withStorage(config, (storage) =>
-    evictToSize({ storage, maxSize: config.cache.max_size, inUse: () => false, log }),
+export async function cacheGc(config: Config, log: Logger, out: Out): Promise<number> {
+  const r = await withStorage(
+    config,
+    (storage, fleet) => {
+      const evict = (): ReturnType<typeof evictToSize> =>
+        evictToSize({ storage, maxSize: config.cache.max_size, inUse: () => false, log });
+      if (fleet === undefined) return evict();
+      // The fleet's evictor holds the same lease: never two eviction runs at once.
+      const owner = { id: `cli-${hostname()}-${randomUUID()}`, address: '' };
+      return withLease(fleet.leases, 'eviction', owner, 60_000, evict);
+    },
+    log,
   );
+  if (r === undefined) {
+    out('a replica of the fleet is evicting right now (it holds the eviction lease); try again later\n');
+    return 1;
+  }
   out(
     `${formatSize(r.before)} -> ${formatSize(r.after)}: removed ${r.removed} objects (max_size ${formatSize(config.cache.max_size)})\n`,
   );
+  return 0;
 }
 
 /** Manifests and blobs reachable from the given manifest digests. */
@@ -120,6 +138,21 @@ export async function cacheRm(config: Config, ref: string, out: Out): Promise<nu
       ),
     ].filter((d) => !keep.has(d));
     for (const t of gone) await storage.delete(t.key);
+    // The repository's links of what it no longer holds (all of them when every tag went).
+    let links = 0;
+    if (tag === undefined) {
+      for await (const l of storage.list(`links/${upstream}/${name}/_link/`)) {
+        await storage.delete(l.key);
+        links++;
+      }
+    } else {
+      for (const d of drop) {
+        const key = paths.link(upstream, name, d);
+        if ((await storage.stat(key)) === undefined) continue;
+        await storage.delete(key);
+        links++;
+      }
+    }
     let bytes = 0;
     for (const d of drop) {
       const obj = index.manifests.get(d) ?? index.blobs.get(d);
@@ -127,7 +160,9 @@ export async function cacheRm(config: Config, ref: string, out: Out): Promise<nu
       await storage.delete(obj.key);
       bytes += obj.size;
     }
-    out(`removed ${gone.length} tag(s) of ${name}, ${drop.length} objects, ${formatSize(bytes)}\n`);
+    out(
+      `removed ${gone.length} tag(s) of ${name}, ${drop.length} objects, ${formatSize(bytes)}, ${links} repository links\n`,
+    );
     return 0;
   });
 }

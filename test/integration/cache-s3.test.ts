@@ -186,8 +186,9 @@ describe('docxy on an S3 bucket (RADOS Gateway)', () => {
 
     out = '';
     assert.equal(await cacheRm(config, 's3spare:1', write), 0, out);
-    assert.match(out, /removed 1 tag\(s\) of library\/s3spare, 3 objects/);
-    // Repository links (links/…) are small and stay, as on the filesystem driver.
+    assert.match(out, /removed 1 tag\(s\) of library\/s3spare, 3 objects, .* \d+ repository links/);
+    const links = await keysUnder('links/docker.io/library/s3spare/');
+    assert.deepEqual(links, [], 'the links of what the repository no longer holds are gone');
     const left = [...(await keysUnder('blobs/')), ...(await keysUnder('manifests/'))];
     for (const blob of spare.blobs) {
       assert.ok(
@@ -202,7 +203,7 @@ describe('docxy on an S3 bucket (RADOS Gateway)', () => {
 
     out = '';
     const small: Config = { ...config, cache: { ...config.cache, max_size: 1 * MiB } };
-    await cacheGc(small, createLogger('silent'), write);
+    assert.equal(await cacheGc(small, createLogger('silent'), write), 0);
     assert.match(out, /removed \d+ objects/);
     const blobsLeft = await keysUnder('blobs/');
     const total =
@@ -325,6 +326,24 @@ describe('docxy on an S3 bucket (RADOS Gateway)', () => {
       } finally {
         await b.close();
       }
+
+      // `docxy cache gc` on the fleet's Redis takes the same eviction lease as the replicas: while
+      // one holds it, gc refuses (exit 1) and removes nothing; released, gc runs.
+      let out = '';
+      const write = (s: string): void => {
+        out += s;
+      };
+      const evictor = { id: 'replica-evicting', address: '' };
+      assert.deepEqual(await coordination.leases.acquire('eviction', evictor, 30_000), { granted: true });
+      const small: Config = { ...config, cache: { ...config.cache, max_size: 1 } };
+      const before = (await keysUnder('blobs/')).length;
+      assert.equal(await cacheGc(small, createLogger('silent'), write), 1, out);
+      assert.match(out, /evicting right now/);
+      assert.equal((await keysUnder('blobs/')).length, before, 'gc removed nothing while refused');
+      assert.equal(await coordination.leases.release('eviction', evictor.id), true);
+      out = '';
+      assert.equal(await cacheGc(small, createLogger('silent'), write), 0, out);
+      assert.match(out, /removed \d+ objects/);
     } finally {
       await coordination.close();
       await redis.close();
