@@ -14,13 +14,12 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Redis } from 'ioredis';
-import { stringify } from 'yaml';
 import { paths } from '../../src/storage/paths.ts';
 import { cdnBlobSuffix, streamGet, type StreamedResponse } from '../helpers/cache-probe.ts';
 import { layoutBlob, need, parseLayoutIndex } from '../helpers/client-steps.ts';
 import { startSkopeo } from '../helpers/clients/skopeo.ts';
-import { spawnDocxy, type DocxyProcess } from '../helpers/docxy-process.ts';
 import { startFakeHub, type FakeHub } from '../helpers/fake-hub.ts';
+import { spawnReplica, type FleetReplica } from '../helpers/fleet.ts';
 import { httpGet, pullToken } from '../helpers/http.ts';
 import {
   bigImage,
@@ -34,7 +33,7 @@ import {
   type TestImage,
 } from '../helpers/images.ts';
 import { startRoundRobinNginx, type RoundRobinNginx } from '../helpers/nginx.ts';
-import { freePort, waitFor, waitForPort } from '../helpers/process.ts';
+import { freePort, waitFor } from '../helpers/process.ts';
 import { startRedis, type RedisServer } from '../helpers/redis.ts';
 import { startRgw, type Rgw } from '../helpers/rgw.ts';
 import { assertOciError } from '../helpers/security.ts';
@@ -46,12 +45,7 @@ const SECRET = 'fleet-internal-secret-0123456789';
 /** The big layer's upstream speed: its fill lasts ~5 s, long enough to kill the holder halfway. */
 const SLOW_RATE = 40 * MiB;
 
-interface Replica {
-  readonly name: string;
-  readonly proc: DocxyProcess;
-  readonly url: string;
-  /** The internal endpoint, `http://127.0.0.1:PORT` (also its `cluster.advertise`). */
-  readonly clusterUrl: string;
+interface Replica extends FleetReplica {
   killed: boolean;
 }
 
@@ -80,40 +74,6 @@ const theHub = (): FakeHub => need(hub, 'the fake hub');
 const blob = (k: keyof typeof contents): BlobRef => need(blobs.get(k), k);
 const alive = (): Replica[] => replicas.filter((r) => !r.killed);
 
-async function spawnReplica(name: string, secretFile: string, publicUrl: string): Promise<Replica> {
-  const dir = makeTmpDir(`fleet-${name}`);
-  dirs.push(dir);
-  const clusterPort = await freePort();
-  const clusterUrl = `http://127.0.0.1:${String(clusterPort)}`;
-  const configFile = join(dir.path, 'docxy.yaml');
-  const r = need(rgw, 'rgw');
-  const config = {
-    data: join(dir.path, 'data'),
-    log_level: 'info',
-    public_url: publicUrl,
-    upstream: { url: theHub().registryUrl },
-    storage: {
-      driver: 's3',
-      s3: {
-        endpoint: r.endpoint,
-        bucket,
-        prefix: 'mirror/',
-        region: r.region,
-        force_path_style: true,
-        access_key_id: r.accessKeyId,
-        secret_access_key: r.secretAccessKey,
-        part_size: '8MiB',
-      },
-    },
-    coordination: { redis: { url: need(redis, 'redis').url } },
-    cluster: { listen: `127.0.0.1:${String(clusterPort)}`, secret_file: secretFile, lease_ttl: '2s' },
-  };
-  writeFileSync(configFile, stringify(config));
-  const proc = await spawnDocxy({ configFile, logFile: join(dir.path, 'docxy.log') });
-  await waitForPort(clusterPort, '127.0.0.1', 10_000, proc.proc.exited);
-  return { name, proc, url: proc.url, clusterUrl, killed: false };
-}
-
 before(async () => {
   let img: TestImage;
   [rgw, hub, redis, big, img] = await Promise.all([
@@ -126,19 +86,34 @@ before(async () => {
   image = img;
   s3 = rgw.client();
   bucket = await rgw.createBucket('fleet');
-  for (const [k, bytes] of Object.entries(contents)) {
-    blobs.set(k as keyof typeof contents, await pushBlob(hub, REPO, bytes));
-  }
-  for (const i of [TINY, img, big]) await pushImage(hub, i);
-
   const secretDir = makeTmpDir('fleet-secret');
   dirs.push(secretDir);
   const secretFile = join(secretDir.path, 'secret');
   writeFileSync(secretFile, `${SECRET}\n`, { mode: 0o600 });
   // nginx's port first: every replica names it as its public URL (the realm clients are sent to).
   const nginxPort = await freePort();
-  const publicUrl = `http://127.0.0.1:${String(nginxPort)}`;
-  replicas.push(...(await Promise.all(['a', 'b', 'c'].map((n) => spawnReplica(n, secretFile, publicUrl)))));
+  const fleet = {
+    rgw,
+    bucket,
+    upstreamUrl: hub.registryUrl,
+    redisUrl: redis.url,
+    secretFile,
+    publicUrl: `http://127.0.0.1:${String(nginxPort)}`,
+  };
+  const seed = async (h: FakeHub): Promise<void> => {
+    for (const [k, bytes] of Object.entries(contents)) {
+      blobs.set(k as keyof typeof contents, await pushBlob(h, REPO, bytes));
+    }
+    for (const i of [TINY, img, need(big, 'big')]) await pushImage(h, i);
+  };
+  // The replicas start (tsx compiles for a few seconds) while the hub is seeded.
+  const [started] = await Promise.all([
+    Promise.allSettled(['a', 'b', 'c'].map((n) => spawnReplica(n, fleet))),
+    seed(hub),
+  ]);
+  for (const s of started) if (s.status === 'fulfilled') replicas.push({ ...s.value, killed: false });
+  const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
   nginx = await startRoundRobinNginx({
     backends: replicas.map((r) => `127.0.0.1:${String(r.proc.port)}`),
     port: nginxPort,
@@ -152,6 +127,7 @@ after(async () => {
   await Promise.allSettled([nginx?.stop(), ...replicas.map((r) => r.proc.stop())]);
   s3?.destroy();
   await Promise.allSettled([rgw?.stop(), hub?.stop(), redis?.close()]);
+  for (const r of replicas) r.remove();
   for (const d of dirs) d.remove();
 });
 
