@@ -17,7 +17,8 @@ export function buildCoordination(
   log: Logger,
   metrics?: CoordinationMetrics,
 ): { coordination: Coordination; owner: LeaseOwner } {
-  const owner = { id: `${hostname()}-${randomUUID()}`, address: config.public_url ?? '' };
+  // The address is where peers stream this replica's fills from (cluster.advertise).
+  const owner = { id: `${hostname()}-${randomUUID()}`, address: config.cluster?.advertise ?? '' };
   const url = config.coordination.redis?.url;
   const coordination =
     url === undefined

@@ -3,6 +3,7 @@
  * and the optional separate metrics listener. createApp calls `createObservability` once and hands
  * its hooks to the factories that count things.
  */
+import { splitHostPort } from './http/listen-address.ts';
 import { createServer, type Server } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { UserStore } from './auth/htpasswd.ts';
@@ -45,11 +46,6 @@ export interface Observability {
 }
 
 const cacheLabels = new Set<string>(['hit', 'miss', 'coalesced', 'revalidated', 'stale', 'bypass']);
-
-function splitHostPort(listen: string): { host: string; port: number } {
-  const i = listen.lastIndexOf(':');
-  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
-}
 
 export function createObservability(config: Config, log: Logger): Observability {
   const metrics = config.metrics.enabled ? createMetrics({ maxSizeBytes: config.cache.max_size }) : undefined;

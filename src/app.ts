@@ -1,12 +1,14 @@
 /**
  * The composition root: the only place that calls the factories and wires their dependencies.
  */
+import { splitHostPort } from './http/listen-address.ts';
 import type { AddressInfo } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { createObservability, type Observability } from './app-observability.ts';
 import { createReadiness } from './app-readiness.ts';
 import { createAccessController } from './auth/access-controller.ts';
 import { buildCoordination } from './app-coordination.ts';
+import { buildFleet } from './app-cluster.ts';
 import { buildStorage } from './app-storage.ts';
 import { createAccessProofs } from './auth/access-proofs.ts';
 import { createUserStore } from './auth/htpasswd.ts';
@@ -15,8 +17,7 @@ import { createRateLimiter } from './auth/rate-limit.ts';
 import { createStandInTokens } from './auth/stand-in-tokens.ts';
 import { createTokenService, loadOrCreateKey } from './auth/token-service.ts';
 import type { FastifyInstance } from 'fastify';
-import type { BlobFill } from './cache/blob-fill.ts';
-import { createBlobService, type BlobService } from './cache/blob-service.ts';
+import { createBlobService, type BlobFlight, type BlobService } from './cache/blob-service.ts';
 import { createEvictor, type Evictor } from './cache/eviction.ts';
 import { createRepositoryLinks } from './cache/links.ts';
 import {
@@ -49,12 +50,7 @@ import type { StorageDriver } from './storage/driver.ts';
 import { createAddressGuard, type Resolve } from './upstream/address-guard.ts';
 import { createDispatcher } from './upstream/dispatcher.ts';
 import { realmTrusted } from './upstream/realm-trust.ts';
-import {
-  createRegistryClient,
-  headerValue,
-  type Headers,
-  type UpstreamResponse,
-} from './upstream/registry-client.ts';
+import { createRegistryClient, headerValue, type Headers } from './upstream/registry-client.ts';
 import type { UpstreamRuntime } from './upstream/runtime.ts';
 import { createTokenRealmCache } from './upstream/token-realm.ts';
 import { createUpstreamAuth } from './upstream/upstream-auth.ts';
@@ -74,11 +70,6 @@ export interface App {
   /** The background eviction, when the cache is on. */
   evictor(): Evictor | undefined;
   close(): Promise<void>;
-}
-
-function splitHostPort(listen: string): { host: string; port: number } {
-  const i = listen.lastIndexOf(':');
-  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
 }
 
 /** `http://<listen address>`; a wildcard address is no address a client can use, so loopback stands in. */
@@ -257,6 +248,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
   const { coordination, owner } = buildCoordination(config, log, obs.metrics?.coordination);
   const builtStorage = config.cache.enabled ? buildStorage(config, coordination) : undefined;
   const storage: StorageDriver | undefined = builtStorage?.driver;
+  const fleetFills = buildFleet(config, coordination, owner, storage, log);
   // One bound for the process: manifests are stored once by digest for every upstream, and so kept.
   const manifestMemory = createManifestMemory(config.cache.memory.manifest_bytes);
   const upstreams = config.upstreams.map((u) =>
@@ -282,7 +274,8 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
   if (storage !== undefined) {
     const service = createBlobService({
       storage,
-      flights: createFlights<Promise<BlobFill | UpstreamResponse>>(),
+      flights: createFlights<BlobFlight>(),
+      ...(fleetFills === undefined ? {} : { fleet: fleetFills.fills }),
       log: log.child({ module: 'blobs' }),
       fillTimeoutMs: config.cache.fill_timeout,
       resumeRetries: config.cache.resume_retries,
@@ -436,6 +429,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
         }
         evictor?.trigger();
       }
+      if (fleetFills !== undefined && blobs !== undefined) await fleetFills.start(blobs);
       const { host, port } = splitHostPort(config.listen);
       await obs.listen();
       await server.listen({ host, port });
@@ -475,6 +469,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
         );
       await server.close();
       await obs.close();
+      await fleetFills?.close();
       await blobs?.close();
       await Promise.all(upstreams.map((u) => u.close()));
       await builtStorage?.close();

@@ -8,13 +8,14 @@ import { contentRange, parseRange } from '../http/range.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { FillMetrics } from '../observability/metrics.ts';
 import type { Digest } from '../registry/reference.ts';
-import type { StorageDriver } from '../storage/driver.ts';
+import type { ObjectWriter, PartialReader, StorageDriver } from '../storage/driver.ts';
 import { isStorageUnavailable } from '../storage/errors.ts';
 import { paths } from '../storage/paths.ts';
 import { discard } from '../upstream/body.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
-import { BlobFill } from './blob-fill.ts';
-import { createBufferPool, positionalBody } from './body-source.ts';
+import { BlobFill, type BlobFetcher } from './blob-fill.ts';
+import { createBufferPool, positionalBody, type BodySource } from './body-source.ts';
+import type { FleetFills } from './fleet-fill.ts';
 import type { CacheReply, Visibility } from './reply.ts';
 
 export interface BlobRequest {
@@ -40,8 +41,23 @@ export type UpstreamBlobFetch = (req: {
   signal?: AbortSignal;
 }) => Promise<UpstreamResponse>;
 
+/**
+ * A blob's flight on this replica: its fill, the upstream's answer when none could start, or
+ * `stored` when another replica of the fleet stored it meanwhile.
+ */
+export type BlobFlight = Promise<BlobFill | UpstreamResponse | 'stored'>;
+
+/** A fill running here, followed from some offset (the cluster endpoint serves it to peers). */
+export interface InFlightBlob {
+  readonly size: number;
+  readonly visibility: Visibility;
+  readonly body: BodySource;
+}
+
 export interface BlobService {
   get(req: BlobRequest): Promise<CacheReply>;
+  /** The fill of `digest` running here, followed from `start`; undefined when none runs. */
+  inFlight(digest: string, start: number): Promise<InFlightBlob | undefined>;
   /** Aborts running fills and waits for them to clean up (shutdown). */
   close(): Promise<void>;
   /** Whether a storage key is being read or filled right now (eviction leaves it alone). */
@@ -63,7 +79,9 @@ export interface ActiveFill {
 
 export interface BlobServiceDeps {
   readonly storage: StorageDriver;
-  readonly flights: Flights<Promise<BlobFill | UpstreamResponse>>;
+  readonly flights: Flights<BlobFlight>;
+  /** With a fleet: one download per blob across replicas (fleet-fill.ts). */
+  readonly fleet?: FleetFills;
   readonly log: Logger;
   readonly fillTimeoutMs: number;
   readonly resumeRetries: number;
@@ -176,7 +194,57 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
     };
   }
 
-  async function startFill(
+  const upstreamOf =
+    (req: BlobRequest): BlobFetcher =>
+    ({ start, signal }) =>
+      req.fetch({ method: 'GET', name: req.name, digest: req.digest.value, start, signal });
+
+  async function startFill(req: BlobRequest, key: string, ended: () => void): BlobFlight {
+    const fleet = deps.fleet;
+    if (fleet === undefined) return fillFromUpstream(req, key, ended);
+    const claim = await fleet.claim(req.digest, key);
+    if (claim.kind === 'stored') return 'stored';
+    if (claim.kind === 'alone') return fillFromUpstream(req, key, ended);
+    if (claim.kind === 'peer') {
+      const parts = await fleet.peerFill({
+        digest: req.digest,
+        key,
+        holder: claim.holder,
+        response: claim.response,
+        upstream: upstreamOf(req),
+      });
+      log.info(
+        { digest: req.digest.value, peer: claim.holder.address },
+        'following the fill of another replica',
+      );
+      return newFill(
+        req,
+        claim.response,
+        {
+          ...parts,
+          ended: () => {
+            parts.ended();
+            ended();
+          },
+        },
+        parts.tookOver,
+      );
+    }
+    const { lease } = claim;
+    try {
+      const r = await fillFromUpstream(req, key, () => {
+        lease.release();
+        ended();
+      });
+      if (!(r instanceof BlobFill) || r.state !== 'running') lease.release();
+      return r;
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+  }
+
+  async function fillFromUpstream(
     req: BlobRequest,
     key: string,
     ended: () => void,
@@ -195,15 +263,38 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
       return response;
     }
     metrics?.started();
-    const fill = new BlobFill({
-      digest: req.digest,
-      visibility: req.visibility,
+    return newFill(req, response, {
       writer,
       reader,
+      visibility: req.visibility,
+      fetch: upstreamOf(req),
+      ended,
+    });
+  }
+
+  /** A fill from `response` (the upstream's or a peer's), counted, shown and logged when it ends. */
+  function newFill(
+    req: BlobRequest,
+    response: UpstreamResponse,
+    parts: {
+      readonly writer: ObjectWriter;
+      readonly reader: PartialReader;
+      readonly visibility: Visibility;
+      readonly fetch: BlobFetcher;
+      readonly ended: () => void;
+    },
+    /** For a fill that follows a peer: whether it took over from the upstream (then it counts). */
+    tookOver?: () => boolean,
+  ): BlobFill {
+    const { ended } = parts;
+    const fill = new BlobFill({
+      digest: req.digest,
+      visibility: parts.visibility,
+      writer: parts.writer,
+      reader: parts.reader,
       pool,
       response,
-      fetch: ({ start, signal }) =>
-        req.fetch({ method: 'GET', name: req.name, digest: req.digest.value, start, signal }),
+      fetch: parts.fetch,
       log,
       timeoutMs: deps.fillTimeoutMs,
       resumeRetries: deps.resumeRetries,
@@ -211,14 +302,23 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
       onEnd: (fill) => {
         ended();
         active.delete(fill);
-        if (metrics !== undefined) {
+        const counted = tookOver === undefined || tookOver();
+        if (metrics !== undefined && counted) {
           for (let i = 0; i < fill.resumes; i++) metrics.resumed();
           const failure = fill.failure;
           if (failure === undefined) metrics.completed();
           else metrics.failed(failure);
         }
         deps.onFillEnd?.();
-        log.info({ digest: req.digest.value, state: fill.state, bytes: fill.written }, 'cache fill ended');
+        log.info(
+          {
+            digest: req.digest.value,
+            state: fill.state,
+            bytes: fill.written,
+            ...(tookOver === undefined ? {} : { from: tookOver() ? 'peer, then upstream' : 'peer' }),
+          },
+          'cache fill ended',
+        );
       },
     });
     if (fill.state === 'running') active.set(fill, Date.now());
@@ -239,6 +339,15 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
       );
     },
     inUse: (key) => flights.get(key) !== undefined || readers.has(key),
+    async inFlight(digest, start) {
+      const key = paths.blob(digest);
+      const started = await flights.get(key)?.catch(() => undefined);
+      // Followed in the tick it is checked: a fill that has ended may have closed its reader.
+      if (!(started instanceof BlobFill) || started.state !== 'running') return undefined;
+      const size = started.size;
+      if (size === undefined || start > size) return undefined;
+      return { size, visibility: started.visibility, body: started.follow(start, size, opened(key)) };
+    },
     activeFills: () =>
       [...active].map(([f, startedAt]) => ({
         digest: f.digest.value,
@@ -301,7 +410,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
     const { value, joined } = flights.join(key, () => {
       // The flight ends in the same tick as the fill (so nobody joins a fill that has closed its
       // reader), or as soon as it could not start.
-      const p: Promise<BlobFill | UpstreamResponse> = startFill(req, key, () => {
+      const p: BlobFlight = startFill(req, key, () => {
         flights.end(key, p);
       });
       p.then(
@@ -316,6 +425,14 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
     });
     if (joined) metrics?.coalesced();
     const started = await value;
+    if (started === 'stored') {
+      // Another replica stored it meanwhile: read it there (once; then ask the upstream).
+      if (!again) return get(req, true);
+      return {
+        kind: 'upstream',
+        response: await req.fetch({ method: req.method, name: req.name, digest: req.digest.value }),
+      };
+    }
     if (
       started instanceof BlobFill &&
       (started.state === 'complete' || started.state === 'failed') &&

@@ -9,6 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import { resolveCluster, type ResolvedCluster } from './cluster-schema.ts';
 import { configSchema, formatIssues, type ConfigFile } from './schema.ts';
 import { resolveStorage, type ResolvedStorage } from './storage-schema.ts';
 import { resolveUpstreams, type ResolvedUpstreams } from './upstreams.ts';
@@ -16,10 +17,12 @@ import { resolveUpstreams, type ResolvedUpstreams } from './upstreams.ts';
 /** The configuration the app runs with: the file's keys, upstreams and listeners resolved. */
 export type Config = Omit<
   ConfigFile,
-  'upstream' | 'upstreams' | 'default_upstream' | 'listen' | 'http_listen' | 'storage'
+  'upstream' | 'upstreams' | 'default_upstream' | 'listen' | 'http_listen' | 'storage' | 'cluster'
 > &
   ResolvedUpstreams & {
     readonly storage: ResolvedStorage;
+    /** The internal endpoint of a fleet, when configured. */
+    readonly cluster: ResolvedCluster | undefined;
     readonly listen: string;
     /** The plain HTTP redirect/ACME listener, when TLS is on and it is not disabled. */
     readonly http_listen: string | undefined;
@@ -147,14 +150,22 @@ export function validateConfig(tree: unknown, source: string, env: NodeJS.Proces
   } = res.data;
   const resolved = resolveUpstreams(res.data, env, problems);
   const storage = resolveStorage(rest.storage, env, problems);
-  if (problems.length > 0) throw new ConfigError(source, problems);
   const tlsEnabled = rest.tls !== undefined && (rest.tls.cert !== undefined || rest.tls.acme !== undefined);
+  const publicListen = listen ?? (tlsEnabled ? '0.0.0.0:443' : '0.0.0.0:5000');
+  const cluster = resolveCluster(
+    rest.cluster,
+    { redis: rest.coordination.redis !== undefined, listen: publicListen },
+    env,
+    problems,
+  );
+  if (problems.length > 0) throw new ConfigError(source, problems);
   return {
     ...rest,
     ...resolved,
     storage,
+    cluster,
     tlsEnabled,
-    listen: listen ?? (tlsEnabled ? '0.0.0.0:443' : '0.0.0.0:5000'),
+    listen: publicListen,
     http_listen: !tlsEnabled || httpListen === false ? undefined : (httpListen ?? '0.0.0.0:80'),
   };
 }

@@ -5,12 +5,9 @@
 import { z } from 'zod';
 import { parseImage } from '../warm/image-ref.ts';
 import { parsePlatform } from '../warm/warm-plan.ts';
-import { duration, httpUrl, size } from './zod-units.ts';
+import { clusterSchema } from './cluster-schema.ts';
+import { duration, hostPort, httpUrl, size } from './zod-units.ts';
 import { storageSchema } from './storage-schema.ts';
-
-const hostPort = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'must be HOST:PORT, e.g. 0.0.0.0:5000 or [::]:5000');
 
 export const timeoutsSchema = z
   .object({
@@ -456,6 +453,9 @@ export const configSchema = z
       .strict()
       .default({})
       .describe('what several replicas share besides storage'),
+    cluster: clusterSchema
+      .optional()
+      .describe('the internal endpoint replicas stream in-flight blobs from (needs coordination.redis)'),
     rate_limit: rateLimitSchema.default({ per_ip: {}, per_user: {}, failed_login_delay: 1000 }),
     limits: limitsSchema.default({
       url_length: 4096,

@@ -1,4 +1,4 @@
-/** Zod building blocks shared by the schema files: durations and sizes with units, http(s) URLs. */
+/** Zod building blocks shared by the schema files: durations and sizes with units, http(s) URLs, HOST:PORT. */
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.ts';
 
@@ -28,3 +28,7 @@ export const httpUrl = z
     }
   }, 'must be an http(s) URL')
   .transform((s) => s.replace(/\/+$/, ''));
+
+export const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'must be HOST:PORT, e.g. 0.0.0.0:5000 or [::]:5000');
