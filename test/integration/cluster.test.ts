@@ -289,6 +289,9 @@ describe('a fleet of three replicas on one bucket and one Redis', () => {
     const cdn = need(h.cdn, 'the CDN');
     cdn.bodyRate = (p) => (p.endsWith(cdnBlobSuffix(layer.digest)) ? SLOW_RATE : undefined);
     const leaseReader = new Redis(need(redis, 'redis').url, { maxRetriesPerRequest: 1 });
+    const t0 = Date.now();
+    const since = (): string => `${String(Date.now() - t0)} ms`;
+    const phases: string[] = [];
     const first = streamGet(`${holder.url}${path}`, auth);
     try {
       await waitFor(
@@ -296,6 +299,7 @@ describe('a fleet of three replicas on one bucket and one Redis', () => {
         async () => (await upstreamGets(layer.digest)).cdn.length > 0,
         20_000,
       );
+      phases.push(`A's upstream GET at ${since()}`);
       const lease = await leaseReader.get(`docxy:lease:blob:${layer.digest}`);
       assert.ok(
         lease?.endsWith(`\n${holder.clusterUrl}`),
@@ -312,11 +316,9 @@ describe('a fleet of three replicas on one bucket and one Redis', () => {
       const killedAt = Math.max(...received);
       await holder.proc.kill9();
       holder.killed = true;
-      const t0 = Date.now();
+      phases.push(`A killed at ${since()} (${String(Math.round(killedAt / MiB))} MiB at the followers)`);
       const done = await Promise.all(clients);
-      t.diagnostic(
-        `A killed with ${String(Math.round(killedAt / MiB))} MiB at the followers; the rest took ${String(Date.now() - t0)} ms`,
-      );
+      phases.push(`the clients done at ${since()}`);
       done.forEach((r, i) => {
         assert.equal(r.status, 200, `client ${String(i)}`);
         assertBody(r, layer.digest, layer.size, `client ${String(i)} on ${i < 3 ? 'B' : 'C'}`);
@@ -328,9 +330,11 @@ describe('a fleet of three replicas on one bucket and one Redis', () => {
       assert.ok(resume !== null, `the takeover resumes with bytes=N-: ${String(up.cdn[1]?.range)}`);
       const from = Number(resume[1]);
       assert.ok(from > 0 && from < layer.size, `resumed from ${String(from)}`);
-      t.diagnostic(`resumed from byte ${String(from)} of ${String(layer.size)}`);
+      phases.push(`resumed from byte ${String(from)} of ${String(layer.size)}`);
       await waitFor('the big layer in the bucket', () => inBucket(paths.blob(layer.digest)), 30_000);
+      phases.push(`in the bucket at ${since()}`);
     } finally {
+      t.diagnostic(phases.join('; '));
       cdn.bodyRate = undefined;
       leaseReader.disconnect();
       await first; // broken by the kill; streamGet reports rather than throws
