@@ -1,11 +1,10 @@
 /**
- * Blobs through the cache: served from storage when present (Range, ETag), otherwise fetched from
- * the upstream once for every concurrent client (BlobFill), with Docxy's own identity.
+ * Blobs through the cache: served from storage when present (Range, ETag; blob-plan.ts), otherwise
+ * fetched from the upstream once for every concurrent client (BlobFill), with Docxy's own identity
+ * — once for the whole fleet with `cluster:` (fleet-fill.ts).
  */
 import type { Logger } from 'pino';
 import type { Flights } from '../coordination/single-flight.ts';
-import { contentRange, parseRange } from '../http/range.ts';
-import { RegistryError } from '../registry/errors.ts';
 import type { FillMetrics } from '../observability/metrics.ts';
 import type { Digest } from '../registry/reference.ts';
 import type { ObjectWriter, PartialReader, StorageDriver } from '../storage/driver.ts';
@@ -14,6 +13,7 @@ import { paths } from '../storage/paths.ts';
 import { discard } from '../upstream/body.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
 import { BlobFill, type BlobFetcher } from './blob-fill.ts';
+import { blobHeaders, plan } from './blob-plan.ts';
 import { createBufferPool, positionalBody, type BodySource } from './body-source.ts';
 import type { FleetFills } from './fleet-fill.ts';
 import type { CacheReply, Visibility } from './reply.ts';
@@ -89,53 +89,6 @@ export interface BlobServiceDeps {
   /** Called when a fill has ended (eviction may be due). */
   readonly onFillEnd?: () => void;
   readonly metrics?: FillMetrics;
-}
-
-function blobHeaders(digest: string): Record<string, string> {
-  return {
-    'content-type': 'application/octet-stream',
-    'docker-content-digest': digest,
-    etag: `"${digest}"`,
-    'accept-ranges': 'bytes',
-    // A blob never changes: its name is its digest (Distribution sends the same).
-    'cache-control': 'max-age=31536000',
-  };
-}
-
-function etagMatches(header: string | undefined, digest: string): boolean {
-  if (header === undefined) return false;
-  return header.split(',').some((t) => {
-    const v = t.trim().replace(/^W\//, '');
-    return v === '*' || v === `"${digest}"`;
-  });
-}
-
-/** Applies Range / If-Range / If-None-Match to a blob of known size. */
-function plan(
-  req: BlobRequest,
-  size: number,
-): { status: number; start: number; end: number; headers: Record<string, string> } {
-  const digest = req.digest.value;
-  const headers = blobHeaders(digest);
-  if (etagMatches(req.ifNoneMatch, digest)) return { status: 304, start: 0, end: 0, headers };
-  const rangeHeader = req.ifRange === undefined || req.ifRange === `"${digest}"` ? req.range : undefined;
-  const r = parseRange(rangeHeader, size);
-  if (r.kind === 'unsatisfiable') {
-    throw new RegistryError('RANGE_INVALID', { headers: { 'content-range': `bytes */${size}` } });
-  }
-  if (r.kind === 'partial') {
-    return {
-      status: 206,
-      start: r.start,
-      end: r.end,
-      headers: {
-        ...headers,
-        'content-range': contentRange(r.start, r.end, size),
-        'content-length': String(r.end - r.start),
-      },
-    };
-  }
-  return { status: 200, start: 0, end: size, headers: { ...headers, 'content-length': String(size) } };
 }
 
 /**
