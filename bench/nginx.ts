@@ -9,13 +9,14 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FakeHub } from '../test/helpers/fake-hub.ts';
+import { NGINX_BINARY, nginxHead, nginxHttpBasics } from '../test/helpers/nginx.ts';
 import { freePort } from '../test/helpers/process.ts';
 import { makeTmpDir } from '../test/helpers/tmp.ts';
 import type { BlobFile } from './blob-file.ts';
 import type { Contestant } from './contestants.ts';
 import { readTail, ready, spawnServer, stopAndRemove } from './server-process.ts';
 
-export const NGINX_BINARY = '/usr/sbin/nginx';
+export { NGINX_BINARY };
 
 /**
  * nginx as a caching mirror. Blobs are cached by path (a digest never changes), manifests by path
@@ -75,29 +76,6 @@ ${nginxHttpBasics(dir)}
   }
 }
 `;
-}
-
-/** The top of every nginx configuration here: its process, pid and error log under `dir`. */
-export function nginxHead(dir: string, title: string): string {
-  const asRoot = process.getuid?.() === 0;
-  return `# docxy bench: ${title}
-${asRoot ? 'user root;' : ''}
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 4096; }`;
-}
-
-/** Inside `http {}`: sendfile, long keep-alive, and every temp path under `dir`. */
-export function nginxHttpBasics(dir: string): string {
-  return `  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 100000;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy_temp;
-  fastcgi_temp_path ${dir}/fastcgi_temp;
-  uwsgi_temp_path ${dir}/uwsgi_temp;
-  scgi_temp_path ${dir}/scgi_temp;`;
 }
 
 /**

@@ -24,10 +24,14 @@ export interface StreamedResponse {
   header(name: string): string | undefined;
 }
 
-/** GETs `url`, hashing the body as it arrives. Never throws for transport failures: see `error`. */
+/**
+ * GETs `url`, hashing the body as it arrives. Never throws for transport failures: see `error`.
+ * `onBytes` hears the running byte count after each chunk (to act at some point of a transfer).
+ */
 export async function streamGet(
   url: string,
   headers: Record<string, string> = {},
+  onBytes?: (received: number) => void,
 ): Promise<StreamedResponse> {
   const hash = createHash('sha256');
   let bytes = 0;
@@ -42,6 +46,7 @@ export async function streamGet(
       const buf = chunk as Buffer;
       hash.update(buf);
       bytes += buf.length;
+      onBytes?.(bytes);
     }
   } catch (err) {
     error = err instanceof Error ? err : new Error(String(err));

@@ -10,6 +10,7 @@ import { createReadStream, promises as fsp } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { resolve, sep } from 'node:path';
+import { pipeline, Transform, type TransformCallback } from 'node:stream';
 
 export interface CdnRequest {
   /** `Date.now()` when the request arrived. */
@@ -41,6 +42,11 @@ export interface CdnServer {
   readonly rejected: CdnRequest[];
   /** Optional per-request hook; set to undefined to remove. */
   intercept: CdnInterceptor | undefined;
+  /**
+   * Bytes per second a file body to `path` is sent at (undefined: as fast as it goes), so a fill
+   * lasts long enough for a test to act while it runs (kill a replica mid-fill). Read per request.
+   */
+  bodyRate: ((path: string) => number | undefined) | undefined;
   stop(): Promise<void>;
 }
 
@@ -77,10 +83,33 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
   return { start, end };
 }
 
+/**
+ * Passes chunks on no faster than `bytesPerSecond` on average: each waits until the time its bytes
+ * are due since the first one, so timer lateness is caught up instead of adding up.
+ */
+function paced(bytesPerSecond: number): Transform {
+  let started: number | undefined;
+  let sent = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb: TransformCallback) {
+      started ??= Date.now();
+      const due = started + (sent / bytesPerSecond) * 1000;
+      sent += chunk.length;
+      setTimeout(
+        () => {
+          cb(null, chunk);
+        },
+        Math.max(0, due - Date.now()),
+      );
+    },
+  });
+}
+
 export async function startCdnServer(opts: CdnServerOptions): Promise<CdnServer> {
   const root = resolve(opts.root);
   const requests: CdnRequest[] = [];
   const rejected: CdnRequest[] = [];
+  let bodyRate: ((path: string) => number | undefined) | undefined;
 
   const handle = async (req: IncomingMessage, res: ServerResponse, record: CdnRequest): Promise<void> => {
     const end = (status: number, headers: Record<string, string | number> = {}, body = ''): void => {
@@ -153,7 +182,18 @@ export async function startCdnServer(opts: CdnServerOptions): Promise<CdnServer>
       res.end();
       return;
     }
-    const stream = createReadStream(file, { start, end: last });
+    const rate = bodyRate?.(record.path);
+    // Paced bodies go in 256 KiB chunks: a timer per 64 KiB would run late more than on time.
+    const stream = createReadStream(file, {
+      start,
+      end: last,
+      highWaterMark: rate === undefined ? undefined : 256 * 1024,
+    });
+    if (rate !== undefined) {
+      // pipeline closes the file when the client goes away mid-body (a killed replica).
+      pipeline(stream, paced(rate), res, () => undefined);
+      return;
+    }
     stream.on('error', (err) => {
       res.destroy(err);
     });
@@ -193,6 +233,12 @@ export async function startCdnServer(opts: CdnServerOptions): Promise<CdnServer>
     },
     set intercept(fn: CdnInterceptor | undefined) {
       intercept = fn;
+    },
+    get bodyRate() {
+      return bodyRate;
+    },
+    set bodyRate(fn: ((path: string) => number | undefined) | undefined) {
+      bodyRate = fn;
     },
     async stop() {
       srv.closeAllConnections();
