@@ -105,6 +105,8 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
   const pool = createBufferPool(poolChunk, poolKeep, poolLarge);
   /** Open reads of committed blobs, per key. */
   const readers = new Map<string, number>();
+  /** Fills whose bytes come from another replica (their first client is not a `miss`). */
+  const peerFills = new WeakSet<BlobFill>();
   /** Fills running now, with when they started. */
   const active = new Map<BlobFill, number>();
   const metrics = deps.metrics;
@@ -170,7 +172,7 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
         { digest: req.digest.value, peer: claim.holder.address },
         'following the fill of another replica',
       );
-      return newFill(
+      const fill = newFill(
         req,
         claim.response,
         {
@@ -182,6 +184,8 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
         },
         parts.tookOver,
       );
+      peerFills.add(fill);
+      return fill;
     }
     const { lease } = claim;
     try {
@@ -411,12 +415,14 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
         status: 200,
         headers,
         body: req.method === 'HEAD' ? undefined : fill.follow(0, undefined, opened(key)),
-        cache: joined ? 'coalesced' : 'miss',
+        cache: joined || peerFills.has(fill) ? 'coalesced' : 'miss',
         visibility: fill.visibility,
       };
     }
     const p = plan(req, fill.size);
-    const cache = joined ? 'coalesced' : 'miss';
+    // A fill that follows a peer did not ask the upstream under this name: like a join, it is
+    // served for this repository only once the route has confirmed the link (a HEAD).
+    const cache = joined || peerFills.has(fill) ? 'coalesced' : 'miss';
     if (req.method === 'HEAD' || p.status === 304)
       return { kind: 'local', status: p.status, headers: p.headers, cache, visibility: fill.visibility };
     return {

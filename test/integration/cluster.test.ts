@@ -65,6 +65,7 @@ const contents = {
   ranges: deterministicBytes('fleet:ranges', 64 * MiB),
   outage: deterministicBytes('fleet:outage', 4 * MiB),
   after: deterministicBytes('fleet:after-outage', 16 * MiB),
+  elsewhere: deterministicBytes('fleet:elsewhere', 16 * MiB),
 };
 const blobs = new Map<keyof typeof contents, BlobRef>();
 let image: TestImage | undefined;
@@ -277,6 +278,27 @@ describe('a fleet of three replicas on one bucket and one Redis', () => {
     } finally {
       await theHub().startRegistry();
       await skopeo.stop();
+    }
+  });
+
+  it('a blob another replica is filling for one repository is not served under a repository the upstream never showed it in', async () => {
+    const b = blob('elsewhere');
+    const [a, other] = replicas;
+    const cdn = need(theHub().cdn, 'the CDN');
+    // Slow enough that A is still filling when B is asked.
+    cdn.bodyRate = (p) => (p.endsWith(cdnBlobSuffix(b.digest)) ? 4 * MiB : undefined);
+    try {
+      const filling = streamGet(`${need(a, 'a').url}/v2/fleet/blobs/${b.digest}`, auth);
+      await waitFor('A to start the fill', async () => (await upstreamGets(b.digest)).cdn.length > 0, 20_000);
+      const token = await pullToken(`${need(other, 'b').url}/auth/token`, theHub().service, 'fleetimg');
+      const res = await httpGet(`${need(other, 'b').url}/v2/fleetimg/blobs/${b.digest}`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assert.notEqual(res.status, 200, 'B must not serve a blob of library/fleet as library/fleetimg');
+      assert.equal(res.status, 404, res.body.toString());
+      assertBody(await filling, b.digest, b.size, 'the client on A');
+    } finally {
+      cdn.bodyRate = undefined;
     }
   });
 
