@@ -61,7 +61,7 @@ export interface Contestant {
   stop(): Promise<void>;
 }
 
-function envWithout(prefix: string): NodeJS.ProcessEnv {
+export function envWithout(prefix: string): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith(prefix)));
 }
 

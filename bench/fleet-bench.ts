@@ -31,7 +31,7 @@ import { startRedis } from '../test/helpers/redis.ts';
 import { startRgw, type Rgw } from '../test/helpers/rgw.ts';
 import { makeTmpDir } from '../test/helpers/tmp.ts';
 import { deterministicBlobFile, pushBlobFile, type BlobFile } from './blob-file.ts';
-import { REPO_ROOT } from './contestants.ts';
+import { envWithout, REPO_ROOT } from './contestants.ts';
 import { fmt, MiB, RssSampler, table, upstreamMark, upstreamSince, waitForQuiet } from './measure.ts';
 import { ready, spawnServer, type ServerProcess } from './server-process.ts';
 
@@ -145,6 +145,9 @@ async function docxyFleet(rgw: Rgw, hub: FakeHub): Promise<Fleet> {
   };
 }
 
+/** Its AWS SDK cannot load AWS_CA_BUNDLE with its own transport (it panics at start). */
+const { AWS_CA_BUNDLE: _caBundle, ...registryEnv } = envWithout('REGISTRY_');
+
 async function distributionFleet(rgw: Rgw, hub: FakeHub): Promise<Fleet> {
   const bucket = await rgw.createBucket('dist-fleet');
   const dir = makeTmpDir('fleet-bench-distribution');
@@ -180,10 +183,7 @@ async function distributionFleet(rgw: Rgw, hub: FakeHub): Promise<Fleet> {
       const proc = spawnServer(REGISTRY_BINARY, ['serve', file], {
         logFile: join(dir.path, `${n}.log`),
         cwd: dir.path,
-        // Its AWS SDK cannot load AWS_CA_BUNDLE with its own transport (it panics at start).
-        env: Object.fromEntries(
-          Object.entries(process.env).filter(([k]) => !k.startsWith('REGISTRY_') && k !== 'AWS_CA_BUNDLE'),
-        ),
+        env: registryEnv,
       });
       procs.push({ proc, port });
       await ready(proc, `distribution ${n}`, `http://127.0.0.1:${String(port)}/v2/`, (s) => s === 200);

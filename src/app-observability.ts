@@ -3,6 +3,7 @@
  * and the optional separate metrics listener. createApp calls `createObservability` once and hands
  * its hooks to the factories that count things.
  */
+import { sendRawError } from './http/error-reply.ts';
 import { splitHostPort } from './http/listen-address.ts';
 import { createServer, type Server } from 'node:http';
 import type { FastifyInstance } from 'fastify';
@@ -122,8 +123,7 @@ export function createObservability(config: Config, log: Logger): Observability 
       // Its own address: whoever reaches it may scrape (the operator chose where it listens).
       const s = createServer((req, res) => {
         if (req.url?.split('?')[0] !== '/metrics') {
-          const body = new RegistryError('NOT_FOUND', { message: 'only /metrics is served here' }).toBody();
-          res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+          sendRawError(res, new RegistryError('NOT_FOUND', { message: 'only /metrics is served here' }));
           return;
         }
         metrics.scrape().then(

@@ -10,8 +10,8 @@ import { pino, type Logger } from 'pino';
 import type { Config } from './config/load.ts';
 import type { StorageDriver } from './storage/driver.ts';
 import { createFilesystemDriver } from './storage/filesystem/filesystem-driver.ts';
-import type { Coordination } from './coordination/coordination.ts';
-import { createRedisCoordination } from './coordination/redis/redis-coordination.ts';
+import { buildCoordination } from './app-coordination.ts';
+import type { Coordination, LeaseOwner } from './coordination/coordination.ts';
 import {
   createFileAccessIndex,
   createSharedAccessIndex,
@@ -19,6 +19,12 @@ import {
 } from './storage/s3/access-index.ts';
 import { createS3Client } from './storage/s3/s3-client.ts';
 import { createS3Driver } from './storage/s3/s3-driver.ts';
+
+/** What a command shares with the fleet when `coordination.redis` is set, and who it is in leases. */
+export interface Fleet {
+  readonly coordination: Coordination;
+  readonly owner: LeaseOwner;
+}
 
 export interface BuiltStorage {
   readonly driver: StorageDriver;
@@ -106,18 +112,18 @@ export function buildStorage(config: Config, coordination?: Coordination): Built
  */
 export async function withStorage<T>(
   config: Config,
-  work: (driver: StorageDriver, fleet: Coordination | undefined) => Promise<T>,
+  work: (driver: StorageDriver, fleet: Fleet | undefined) => Promise<T>,
   log: Logger = pino({ level: 'silent' }),
 ): Promise<T> {
   // With Redis, a command sees the fleet's last-access stamps and takes the fleet's leases too.
-  const url = config.coordination.redis?.url;
-  const fleet = url === undefined ? undefined : createRedisCoordination({ url, log });
-  const built = buildStorage(config, fleet);
+  const { coordination, owner } = buildCoordination(config, log);
+  const fleet = coordination.kind === 'redis' ? { coordination, owner } : undefined;
+  const built = buildStorage(config, fleet?.coordination);
   try {
     if (!(await built.start())) throw new Error(`object store unreachable: ${built.location}`);
     return await work(built.driver, fleet);
   } finally {
     await built.close();
-    await fleet?.close();
+    await coordination.close();
   }
 }

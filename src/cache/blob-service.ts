@@ -190,13 +190,13 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
     const { lease } = claim;
     try {
       const r = await fillFromUpstream(req, key, () => {
-        lease.release();
+        void lease.release();
         ended();
       });
-      if (!(r instanceof BlobFill) || r.state !== 'running') lease.release();
+      if (!(r instanceof BlobFill) || r.state !== 'running') void lease.release();
       return r;
     } catch (err) {
-      lease.release();
+      void lease.release();
       throw err;
     }
   }

@@ -14,7 +14,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import type { LeaseOwner, Leases } from '../coordination/coordination.ts';
+import { holdLease, type HeldLease, type LeaseOwner, type Leases } from '../coordination/coordination.ts';
 import type { PeerClient } from '../cluster/peer-client.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { Digest } from '../registry/reference.ts';
@@ -35,12 +35,6 @@ export interface FleetFillDeps {
   /** Local scratch for the bytes of fills that follow a peer (never committed). */
   readonly spool: StorageDriver;
   readonly log: Logger;
-}
-
-/** A lease this replica holds, renewed every third of its TTL until released. */
-export interface HeldLease {
-  /** Ends the lease (idempotent). */
-  release(): void;
 }
 
 /** What a replica does about a cold blob. */
@@ -127,23 +121,9 @@ async function publish(
 export function createFleetFills(deps: FleetFillDeps): FleetFills {
   const { leases, owner, ttlMs, peers, log } = deps;
 
-  function hold(key: string): HeldLease {
-    const timer = setInterval(() => {
-      // A lost lease (expired while Redis was away, taken) does not stop a fill that is correct
-      // anyway: another replica may duplicate the download, nobody gets wrong bytes.
-      void leases.renew(key, owner.id, ttlMs);
-    }, ttlMs / 3);
-    timer.unref();
-    let released = false;
-    return {
-      release() {
-        if (released) return;
-        released = true;
-        clearInterval(timer);
-        void leases.release(key, owner.id);
-      },
-    };
-  }
+  // A lost lease (expired while Redis was away, taken) does not stop a fill that is correct anyway:
+  // another replica may duplicate the download, nobody gets wrong bytes.
+  const hold = (key: string): HeldLease => holdLease(leases, key, owner.id, ttlMs);
 
   /** The peer's answer from `start`, if it is one a fill can take (the right status and a size). */
   async function fromPeer(
@@ -250,7 +230,7 @@ export function createFleetFills(deps: FleetFillDeps): FleetFills {
         reader,
         visibility,
         fetch,
-        ended: () => taken?.release(),
+        ended: () => void taken?.release(),
         tookOver: () => taken !== undefined,
       };
     },

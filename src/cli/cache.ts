@@ -2,8 +2,6 @@
  * `docxy cache ls | gc | rm`: look into and trim the cache of a stopped or running Docxy (they
  * work on the storage directly; a running instance keeps working, re-fetching what was removed).
  */
-import { randomUUID } from 'node:crypto';
-import { hostname } from 'node:os';
 import { imageSize, scanCache, type CacheIndex } from '../cache/cache-index.ts';
 import { withLease } from '../coordination/coordination.ts';
 import { evictToSize } from '../cache/eviction.ts';
@@ -63,8 +61,7 @@ export async function cacheGc(config: Config, log: Logger, out: Out): Promise<nu
         evictToSize({ storage, maxSize: config.cache.max_size, inUse: () => false, log });
       if (fleet === undefined) return evict();
       // The fleet's evictor holds the same lease: never two eviction runs at once.
-      const owner = { id: `cli-${hostname()}-${randomUUID()}`, address: '' };
-      return withLease(fleet.leases, 'eviction', owner, 60_000, evict);
+      return withLease(fleet.coordination.leases, 'eviction', fleet.owner, 60_000, evict);
     },
     log,
   );

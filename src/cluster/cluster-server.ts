@@ -11,6 +11,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { InFlightBlob } from '../cache/blob-service.ts';
+import { sendRawError } from '../http/error-reply.ts';
 import { responseSink } from '../http/response-sink.ts';
 import { splitHostPort } from '../http/listen-address.ts';
 import { RegistryError } from '../registry/errors.ts';
@@ -22,16 +23,6 @@ export interface ClusterServer {
 }
 
 const blobPath = /^\/cluster\/v1\/blobs\/([a-z0-9]+:[a-f0-9]+)$/;
-
-function sendError(res: ServerResponse, err: RegistryError): void {
-  const body = JSON.stringify(err.toBody());
-  res.writeHead(err.status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(body),
-    ...err.headers,
-  });
-  res.end(body);
-}
 
 /** The start of `bytes=N-` (all a peer sends), 0 without a Range; undefined when malformed. */
 function rangeStart(header: string | undefined): number | undefined {
@@ -58,11 +49,11 @@ export function createClusterServer(opts: {
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = blobPath.exec((req.url ?? '').split('?')[0] ?? '');
     if (req.method !== 'GET' || path?.[1] === undefined) {
-      sendError(res, new RegistryError('NOT_FOUND'));
+      sendRawError(res, new RegistryError('NOT_FOUND'));
       return;
     }
     if (!authorized(req.headers.authorization)) {
-      sendError(
+      sendRawError(
         res,
         new RegistryError('UNAUTHORIZED', { message: 'the cluster secret is missing or wrong' }),
       );
@@ -71,12 +62,12 @@ export function createClusterServer(opts: {
     const digest = parseDigest(path[1]);
     const start = rangeStart(req.headers.range);
     if (digest === undefined || start === undefined) {
-      sendError(res, new RegistryError(digest === undefined ? 'DIGEST_INVALID' : 'RANGE_INVALID'));
+      sendRawError(res, new RegistryError(digest === undefined ? 'DIGEST_INVALID' : 'RANGE_INVALID'));
       return;
     }
     const blob = await opts.inFlight(digest.value, start);
     if (blob === undefined) {
-      sendError(res, new RegistryError('BLOB_UNKNOWN', { message: 'not being filled here' }));
+      sendRawError(res, new RegistryError('BLOB_UNKNOWN', { message: 'not being filled here' }));
       return;
     }
     res.writeHead(start > 0 ? 206 : 200, {
@@ -105,7 +96,7 @@ export function createClusterServer(opts: {
     res.once('close', () => open.delete(res));
     handle(req, res).catch((err: unknown) => {
       opts.log.warn({ err: (err as Error).message }, 'cluster request failed');
-      if (!res.headersSent) sendError(res, new RegistryError('UNKNOWN'));
+      if (!res.headersSent) sendRawError(res, new RegistryError('UNKNOWN'));
       else res.destroy();
     });
   });

@@ -80,6 +80,34 @@ export interface Coordination {
   close(): Promise<void>;
 }
 
+/** A lease this process holds until it releases it, renewed every third of its TTL meanwhile. */
+export interface HeldLease {
+  /** Aborted when a renewal finds the lease gone (expired, taken): work under it may stop early. */
+  readonly lost: AbortSignal;
+  /** Stops renewing and ends the lease; idempotent (every call gets the one release). */
+  release(): Promise<void>;
+}
+
+/** Keeps a lease just granted to `ownerId` alive until `release()`. */
+export function holdLease(leases: Leases, key: string, ownerId: string, ttlMs: number): HeldLease {
+  const lost = new AbortController();
+  const timer = setInterval(() => {
+    void leases.renew(key, ownerId, ttlMs).then((ok) => {
+      if (!ok) lost.abort(new Error(`lease ${key} lost`));
+    });
+  }, ttlMs / 3);
+  timer.unref();
+  let released: Promise<void> | undefined;
+  return {
+    lost: lost.signal,
+    release() {
+      clearInterval(timer);
+      released ??= leases.release(key, ownerId).then(() => undefined);
+      return released;
+    },
+  };
+}
+
 /**
  * Runs `work` while holding `key`, renewing it every third of `ttlMs`; undefined (work not run) when
  * another owner holds it. A renewal that fails aborts `signal` so the work can stop early.
@@ -93,17 +121,10 @@ export async function withLease<T>(
 ): Promise<T | undefined> {
   const grant = await leases.acquire(key, owner, ttlMs);
   if (!grant.granted) return undefined;
-  const lost = new AbortController();
-  const timer = setInterval(() => {
-    void leases.renew(key, owner.id, ttlMs).then((ok) => {
-      if (!ok) lost.abort(new Error(`lease ${key} lost`));
-    });
-  }, ttlMs / 3);
-  timer.unref();
+  const held = holdLease(leases, key, owner.id, ttlMs);
   try {
-    return await work(lost.signal);
+    return await work(held.lost);
   } finally {
-    clearInterval(timer);
-    await leases.release(key, owner.id);
+    await held.release();
   }
 }

@@ -2,6 +2,7 @@
  * The one error renderer: every error becomes the OCI error body with its status; nothing else
  * (no stack, no internal message) reaches a client.
  */
+import type { ServerResponse } from 'node:http';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../registry/errors.ts';
 
@@ -26,4 +27,15 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, err: unk
     .headers({ ...re.headers, 'docker-distribution-api-version': 'registry/2.0' })
     .type('application/json; charset=utf-8')
     .send(JSON.stringify(re.toBody()));
+}
+
+/** The same body on a plain `node:http` listener (the metrics and cluster listeners). */
+export function sendRawError(res: ServerResponse, err: RegistryError): void {
+  const body = JSON.stringify(err.toBody());
+  res.writeHead(err.status, {
+    ...err.headers,
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+  });
+  res.end(body);
 }
