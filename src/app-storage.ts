@@ -118,6 +118,10 @@ export async function withStorage<T>(
   // With Redis, a command sees the fleet's last-access stamps and takes the fleet's leases too.
   const { coordination, owner } = buildCoordination(config, log);
   const fleet = coordination.kind === 'redis' ? { coordination, owner } : undefined;
+  // Calls made before Redis answers fall back in-process (a lease then excludes nobody): a
+  // command has time to wait for the connection; without it, it runs alone, as the server would.
+  if (fleet !== undefined && !(await coordination.connected(3000)))
+    log.warn('redis unreachable: this command coordinates with no replica');
   const built = buildStorage(config, fleet?.coordination);
   try {
     if (!(await built.start())) throw new Error(`object store unreachable: ${built.location}`);

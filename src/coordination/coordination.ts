@@ -76,6 +76,11 @@ export interface Coordination {
   readonly counters: Counters;
   readonly records: Records;
   readonly stamps: Stamps;
+  /**
+   * Resolves true once shared coordination answers (at once in-process), false after `timeoutMs`.
+   * Until then every call falls back in-process: a short-lived command waits here first.
+   */
+  connected(timeoutMs: number): Promise<boolean>;
   /** Stops timers and connections (a last flush of counters is attempted). */
   close(): Promise<void>;
 }

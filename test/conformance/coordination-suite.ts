@@ -48,6 +48,12 @@ export function runCoordinationConformance(name: string, open: () => Promise<Fle
     };
     const key = (what: string): string => `${what}-${randomUUID()}`;
 
+    it('connected() resolves true once both replicas share coordination', async () => {
+      const { a, b } = f();
+      assert.equal(await a.connected(5000), true);
+      assert.equal(await b.connected(5000), true);
+    });
+
     it('of concurrent acquirers on both replicas exactly one gets the lease; the others learn who', async () => {
       const { a, b } = f();
       const k = key('lease');

@@ -134,6 +134,7 @@ export function createMemoryCoordination(opts: MemoryOptions = {}): Coordination
     counters: createMemoryCounters(now, max),
     records: createMemoryRecords(now, max),
     stamps: createMemoryStamps(max),
+    connected: () => Promise.resolve(true),
     close: () => Promise.resolve(),
   };
 }

@@ -271,6 +271,23 @@ export function createRedisCoordination(
     counters,
     records: redisRecords(redis, prefix, health, local.records),
     stamps: redisStamps(redis, prefix, health, local.stamps),
+    connected(timeoutMs) {
+      if (redis.status === 'ready') return Promise.resolve(true);
+      return new Promise((resolve) => {
+        const done = (ok: boolean): void => {
+          clearTimeout(t);
+          redis.off('ready', onReady);
+          resolve(ok);
+        };
+        const onReady = (): void => {
+          done(true);
+        };
+        const t = setTimeout(() => {
+          done(false);
+        }, timeoutMs);
+        redis.once('ready', onReady);
+      });
+    },
     async close() {
       clearInterval(timer);
       await counters.flush();
