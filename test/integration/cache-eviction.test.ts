@@ -11,9 +11,11 @@
  * every image can still be pulled afterwards (evicted ones are fetched from the upstream again,
  * byte-exact); and a blob that is being read — a slow client that took the first chunk and stopped
  * — is not evicted while that read is open, whether it is read from the cache or is still being
- * followed after its fill finished. The layer read there is 24 MiB: a read of a few MiB ends on
+ * followed after its fill finished. The layer read there is 64 MiB: a read of a few MiB ends on
  * Docxy's side at once (the socket buffers take all of it), so only a large blob keeps the read
- * open while the client pauses.
+ * open while the client pauses. Loopback receive buffers here grow to tcp_rmem's 32 MiB: a 24 MiB
+ * layer once fit whole into them under load, Docxy's read ended, and the layer was (rightly)
+ * evicted, failing the test in CI.
  *
  * Last-access times are file mtimes, which Docxy moves at most every 30 s per object; within this
  * test the least recently used objects are therefore the ones written first.
@@ -37,13 +39,13 @@ import { waitFor } from '../helpers/process.ts';
 const MiB = 1024 * 1024;
 const MAX_SIZE = 10 * MiB;
 const SMALL_LAYER = 4 * MiB;
-const LARGE_LAYER = 24 * MiB;
+const LARGE_LAYER = 64 * MiB;
 
 let hub: FakeHub | undefined;
 let docxy: TestDocxy | undefined;
 /** evict/img1 … evict/img4, about 4 MiB each, in pull order. */
 let small: TestImage[] = [];
-/** evict/read-cached:1 and evict/read-filling:1, one 24 MiB layer each (larger than max_size). */
+/** evict/read-cached:1 and evict/read-filling:1, one 64 MiB layer each (larger than max_size). */
 let readCached: TestImage | undefined;
 let readFilling: TestImage | undefined;
 /** Responses a test left open (it failed mid-read); destroyed before Docxy stops. */
@@ -366,7 +368,7 @@ describe('cache eviction to max_size (10 MiB) over ~4 MiB images', () => {
     const big = need(readCached, 'evict/read-cached');
     const layer = layerOf(big);
     const path = `/v2/${big.repo}/blobs/${layer}`;
-    // Docxy starts an eviction run a second after any fill; with the 24 MiB layer cached (larger
+    // Docxy starts an eviction run a second after any fill; with the 64 MiB layer cached (larger
     // than max_size on its own) that run removes it. So: let the runs of the earlier pulls pass,
     // fill the layer alone (one fill, its run a second later), and within that second open a GET
     // served from the cache whose client takes one chunk and stops.
