@@ -24,12 +24,16 @@ import { createS3Driver } from './storage/s3/s3-driver.ts';
 export interface Fleet {
   readonly coordination: Coordination;
   readonly owner: LeaseOwner;
+  /** The store's `namespace` (see BuiltStorage), which the fleet's pins are keyed in. */
+  readonly namespace: string;
 }
 
 export interface BuiltStorage {
   readonly driver: StorageDriver;
   /** Where the objects live, for logs: a folder, or `s3://bucket/prefix at endpoint`. */
   readonly location: string;
+  /** Names the store among others sharing one Redis: `bucket/prefix`, or the folder. */
+  readonly namespace: string;
   /**
    * Checks the store before serving. Throws a clear error when the bucket is missing or the keys
    * are refused (a configuration error); resolves to false, not throwing, when the store is only
@@ -67,6 +71,7 @@ export function buildStorage(config: Config, coordination?: Coordination): Built
     return {
       driver: createFilesystemDriver(config.data),
       location: config.data,
+      namespace: config.data,
       start: () => Promise.resolve(true),
       close: () => Promise.resolve(),
     };
@@ -81,9 +86,10 @@ export function buildStorage(config: Config, coordination?: Coordination): Built
     maxAttempts: 2,
   });
   const localIndex = createFileAccessIndex(join(config.data, 's3', 'access-index.json'));
+  const namespace = `${s3.bucket}/${s3.prefix}`;
   const index: AccessIndex =
     coordination?.kind === 'redis'
-      ? createSharedAccessIndex(localIndex, coordination.stamps, `${s3.bucket}/${s3.prefix}`)
+      ? createSharedAccessIndex(localIndex, coordination.stamps, namespace)
       : localIndex;
   const where = s3.endpoint ?? `AWS (${s3.region})`;
   return {
@@ -98,6 +104,7 @@ export function buildStorage(config: Config, coordination?: Coordination): Built
       readAhead: s3.read_ahead,
     }),
     location: `s3://${s3.bucket}/${s3.prefix} at ${where}`,
+    namespace,
     start: () => checkBucket(client, s3.bucket, where),
     async close() {
       await index.flush().catch(() => undefined);
@@ -117,12 +124,13 @@ export async function withStorage<T>(
 ): Promise<T> {
   // With Redis, a command sees the fleet's last-access stamps and takes the fleet's leases too.
   const { coordination, owner } = buildCoordination(config, log);
-  const fleet = coordination.kind === 'redis' ? { coordination, owner } : undefined;
+  const shared = coordination.kind === 'redis';
   // Calls made before Redis answers fall back in-process (a lease then excludes nobody): a
   // command has time to wait for the connection; without it, it runs alone, as the server would.
-  if (fleet !== undefined && !(await coordination.connected(3000)))
+  if (shared && !(await coordination.connected(3000)))
     log.warn('redis unreachable: this command coordinates with no replica');
-  const built = buildStorage(config, fleet?.coordination);
+  const built = buildStorage(config, coordination);
+  const fleet = shared ? { coordination, owner, namespace: built.namespace } : undefined;
   try {
     if (!(await built.start())) throw new Error(`object store unreachable: ${built.location}`);
     return await work(built.driver, fleet);

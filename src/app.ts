@@ -9,6 +9,7 @@ import { createReadiness } from './app-readiness.ts';
 import { createAccessController } from './auth/access-controller.ts';
 import { buildCoordination } from './app-coordination.ts';
 import { buildFleet } from './app-cluster.ts';
+import { createReadPins, evictionClaims } from './cache/read-pins.ts';
 import { buildStorage } from './app-storage.ts';
 import { createAccessProofs } from './auth/access-proofs.ts';
 import { createUserStore } from './auth/htpasswd.ts';
@@ -271,9 +272,21 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
   // used only with a fleet.
   const fleet = coordination.kind === 'redis' ? coordination : undefined;
 
+  // A pin outlives a crashed replica by at most its TTL (its objects stay unevictable meanwhile).
+  const readPins =
+    fleet === undefined || builtStorage === undefined
+      ? undefined
+      : createReadPins({
+          pins: fleet.pins,
+          ownerId: owner.id,
+          namespace: builtStorage.namespace,
+          ttlMs: 30_000,
+          log: log.child({ module: 'pins' }),
+        });
   if (storage !== undefined) {
     const service = createBlobService({
       storage,
+      ...(readPins === undefined ? {} : { pins: readPins }),
       flights: createFlights<BlobFlight>(),
       ...(fleetFills === undefined ? {} : { fleet: fleetFills.fills }),
       log: log.child({ module: 'blobs' }),
@@ -288,6 +301,9 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
       storage,
       maxSize: config.cache.max_size,
       inUse: (key) => service.inUse(key),
+      ...(fleet === undefined
+        ? {}
+        : { claims: evictionClaims(fleet.pins, owner.id, builtStorage?.namespace ?? '') }),
       onEvictManifest: (digest) => {
         for (const u of upstreams) u.manifests?.forget(digest);
       },
@@ -471,6 +487,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
       await obs.close();
       await fleetFills?.close();
       await blobs?.close();
+      await readPins?.close();
       await Promise.all(upstreams.map((u) => u.close()));
       await builtStorage?.close();
       await coordination.close();

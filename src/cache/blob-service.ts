@@ -16,6 +16,7 @@ import { BlobFill, type BlobFetcher } from './blob-fill.ts';
 import { blobHeaders, plan } from './blob-plan.ts';
 import { createBufferPool, positionalBody, type BodySource } from './body-source.ts';
 import type { FleetFills } from './fleet-fill.ts';
+import type { ReadPins } from './read-pins.ts';
 import type { CacheReply, Visibility } from './reply.ts';
 
 export interface BlobRequest {
@@ -78,6 +79,8 @@ export interface ActiveFill {
 }
 
 export interface BlobServiceDeps {
+  /** The fleet's read pins (with shared coordination): what a replica reads is not evicted. */
+  readonly pins?: ReadPins;
   readonly storage: StorageDriver;
   readonly flights: Flights<BlobFlight>;
   /** With a fleet: one download per blob across replicas (fleet-fill.ts). */
@@ -98,6 +101,7 @@ export interface BlobServiceDeps {
  */
 const poolChunk = 256 * 1024;
 const poolKeep = 32;
+const noop = (): void => undefined;
 const poolLarge = { size: 1024 * 1024, max: 4 };
 
 export function createBlobService(deps: BlobServiceDeps): BlobService {
@@ -124,26 +128,44 @@ export function createBlobService(deps: BlobServiceDeps): BlobService {
   }
 
   async function fromStorage(req: BlobRequest, key: string): Promise<CacheReply | undefined> {
-    const handle = await storage.open(key);
-    if (handle === undefined) return undefined;
+    // A body read pins the key for the fleet first; one being evicted reads as absent (a new fill).
+    const unpin = req.method === 'HEAD' || deps.pins === undefined ? noop : await deps.pins.hold(key);
+    if (unpin === undefined) return undefined;
+    let handle;
+    try {
+      handle = await storage.open(key);
+    } catch (err) {
+      unpin();
+      throw err;
+    }
+    if (handle === undefined) {
+      unpin();
+      return undefined;
+    }
     const visibility: Visibility = handle.metadata.visibility === 'private' ? 'private' : 'shared';
     let p;
     try {
       p = plan(req, handle.size);
     } catch (err) {
+      unpin();
       await handle.close();
       throw err;
     }
     void storage.touch(key);
     if (req.method === 'HEAD' || p.status === 304) {
+      unpin();
       await handle.close();
       return { kind: 'local', status: p.status, headers: p.headers, cache: 'hit', visibility };
     }
+    const closed = opened(key);
     return {
       kind: 'local',
       status: p.status,
       headers: p.headers,
-      body: positionalBody(handle, p.start, p.end, pool, opened(key)),
+      body: positionalBody(handle, p.start, p.end, pool, () => {
+        closed();
+        unpin();
+      }),
       cache: 'hit',
       visibility,
     };

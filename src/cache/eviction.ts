@@ -1,7 +1,8 @@
 /**
  * Keeps the cache under `cache.max_size`: whole objects, least recently used first, never one
- * being read or filled, and never a blob or child manifest before the manifests that refer to it
- * (so a cached manifest never points at evicted content). Tag records of an evicted manifest go
+ * being read or filled (on any replica of a fleet: see `claims`), and never a blob or child
+ * manifest before the manifests that refer to it (so a cached manifest never points at evicted
+ * content). Tag records of an evicted manifest go
  * with it. Runs in the background, one run at a time.
  */
 import type { Logger } from 'pino';
@@ -20,11 +21,22 @@ export interface EvictionDeps {
   readonly maxSize: number;
   /** True for keys being read or filled right now. */
   readonly inUse: (key: string) => boolean;
+  /**
+   * With a fleet: each key is deleted only under a claim, which is refused while any replica's
+   * read pin holds it (cache/read-pins.ts). Omitted: `inUse` knows every reader.
+   */
+  readonly claims?: EvictionClaims;
   /** Called for each evicted manifest, so in-memory copies go too. */
   readonly onEvictManifest?: (digest: string) => void;
   readonly log: Logger;
   /** Told the cache's size after every scan, and what each run evicted. */
   readonly metrics?: CacheSizeMetrics;
+}
+
+export interface EvictionClaims {
+  /** True when `key` may be deleted now: no replica reads it, and none may pin it until unclaimed. */
+  claim(key: string): Promise<boolean>;
+  unclaim(key: string): Promise<void>;
 }
 
 export async function evictToSize(deps: EvictionDeps, maxSize = deps.maxSize): Promise<EvictionResult> {
@@ -57,11 +69,16 @@ export async function evictToSize(deps: EvictionDeps, maxSize = deps.maxSize): P
   async function remove(obj: IndexedObject): Promise<boolean> {
     if (removed.has(obj.digest)) return true;
     if (deps.inUse(obj.key)) return false;
-    for (const p of parents.get(obj.digest) ?? []) {
-      const parent = index.manifests.get(p);
-      if (parent !== undefined && !(await remove(parent))) return false;
+    if (deps.claims !== undefined && !(await deps.claims.claim(obj.key))) return false;
+    try {
+      for (const p of parents.get(obj.digest) ?? []) {
+        const parent = index.manifests.get(p);
+        if (parent !== undefined && !(await remove(parent))) return false;
+      }
+      await storage.delete(obj.key);
+    } finally {
+      await deps.claims?.unclaim(obj.key);
     }
-    await storage.delete(obj.key);
     removed.add(obj.digest);
     total -= obj.size;
     if (index.manifests.has(obj.digest)) {

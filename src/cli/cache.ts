@@ -5,6 +5,7 @@
 import { imageSize, scanCache, type CacheIndex } from '../cache/cache-index.ts';
 import { withLease } from '../coordination/coordination.ts';
 import { evictToSize } from '../cache/eviction.ts';
+import { evictionClaims } from '../cache/read-pins.ts';
 import type { Config } from '../config/load.ts';
 import type { Logger } from '../observability/logger.ts';
 import { isValidName, isValidTag } from '../registry/reference.ts';
@@ -57,8 +58,17 @@ export async function cacheGc(config: Config, log: Logger, out: Out): Promise<nu
   const r = await withStorage(
     config,
     (storage, fleet) => {
+      // On a fleet, what any replica reads is pinned, and left alone.
       const evict = (): ReturnType<typeof evictToSize> =>
-        evictToSize({ storage, maxSize: config.cache.max_size, inUse: () => false, log });
+        evictToSize({
+          storage,
+          maxSize: config.cache.max_size,
+          inUse: () => false,
+          ...(fleet === undefined
+            ? {}
+            : { claims: evictionClaims(fleet.coordination.pins, fleet.owner.id, fleet.namespace) }),
+          log,
+        });
       if (fleet === undefined) return evict();
       // The fleet's evictor holds the same lease: never two eviction runs at once.
       return withLease(fleet.coordination.leases, 'eviction', fleet.owner, 60_000, evict);

@@ -1,7 +1,8 @@
 /**
  * What replicas of one Docxy fleet share, besides storage: leases (one fill or one eviction run at
  * a time), windowed counters (rate limits that hold across replicas) and short-lived records
- * (private-access proofs) and latest-wins stamps (last access for LRU). `memory/` answers for one process; `redis/` for a fleet, and falls back
+ * (private-access proofs), latest-wins stamps (last access for LRU) and pins (what replicas are
+ * reading, which the one evicting replica leaves alone). `memory/` answers for one process; `redis/` for a fleet, and falls back
  * to `memory/` per call while Redis is unreachable (duplicate work then, never wrong bytes).
  * Both run the one suite in test/conformance/coordination-suite.ts.
  */
@@ -69,6 +70,24 @@ export interface Stamps {
   forget(keys: readonly string[]): Promise<void>;
 }
 
+/**
+ * What the replicas are reading right now, so the replica that evicts leaves it alone. A reader pins
+ * a key before it opens the object; the evictor claims a key before it deletes it. Pin and claim
+ * exclude each other atomically: a pin is refused while a claim holds the key, and a claim is
+ * refused while any owner's pin is live. Both expire by themselves (a crashed replica's pins and
+ * claims go after their TTL); a holder renews a long read's pin by pinning again.
+ */
+export interface Pins {
+  /** Pins `key` for `ownerId` for `ttlMs` (or renews its pin); false, pinning nothing, while claimed. */
+  pin(key: string, ownerId: string, ttlMs: number): Promise<boolean>;
+  /** Ends `ownerId`'s pin of `key` (others' pins stay). */
+  unpin(key: string, ownerId: string): Promise<void>;
+  /** Claims `key` for deletion for `ttlMs`: true unless some pin (or another claim) is live. */
+  claim(key: string, ownerId: string, ttlMs: number): Promise<boolean>;
+  /** Ends `ownerId`'s claim of `key` (after the delete, or when it gave up). */
+  unclaim(key: string, ownerId: string): Promise<void>;
+}
+
 export interface Coordination {
   /** `memory` for one process; `redis` when shared (even while it falls back). */
   readonly kind: 'memory' | 'redis';
@@ -76,6 +95,7 @@ export interface Coordination {
   readonly counters: Counters;
   readonly records: Records;
   readonly stamps: Stamps;
+  readonly pins: Pins;
   /**
    * Resolves true once shared coordination answers (at once in-process), false after `timeoutMs`.
    * Until then every call falls back in-process: a short-lived command waits here first.

@@ -191,5 +191,59 @@ export function runCoordinationConformance(name: string, open: () => Promise<Fle
       const after = await b.stamps.get(keys.slice(0, 3));
       assert.deepEqual([...after.keys()], [keys[2]]);
     });
+
+    it("a pin on one replica refuses the other's claim; unpinned, the claim wins and refuses pins", async () => {
+      const { a, b } = f();
+      const k = key('pin');
+      assert.equal(await a.pins.pin(k, 'reader-a', 5000), true);
+      assert.equal(await a.pins.pin(k, 'reader-a2', 5000), true);
+      assert.equal(await b.pins.claim(k, 'evictor', 5000), false);
+      await a.pins.unpin(k, 'reader-a');
+      assert.equal(await b.pins.claim(k, 'evictor', 5000), false, 'one pin is still live');
+      await b.pins.unpin(k, 'reader-a2');
+      assert.equal(await b.pins.claim(k, 'evictor', 5000), true);
+      assert.equal(await b.pins.claim(k, 'evictor', 5000), true, 'its own claim again');
+      assert.equal(await a.pins.claim(k, 'other-evictor', 5000), false);
+      assert.equal(await a.pins.pin(k, 'reader-a', 5000), false, 'claimed: no pin');
+      await a.pins.unclaim(k, 'other-evictor');
+      assert.equal(await a.pins.pin(k, 'reader-a', 5000), false, "another's unclaim is ignored");
+      await b.pins.unclaim(k, 'evictor');
+      assert.equal(await a.pins.pin(k, 'reader-a', 5000), true);
+      await a.pins.unpin(k, 'reader-a');
+    });
+
+    it('pins and claims expire by themselves; a renewed pin outlives its first TTL', async () => {
+      const { a, b } = f();
+      const k = key('pin');
+      assert.equal(await a.pins.pin(k, 'crashed', 150), true);
+      assert.equal(await b.pins.claim(k, 'evictor', 150), false);
+      await sleep(300);
+      assert.equal(await b.pins.claim(k, 'evictor', 150), true, "a dead reader's pin expired");
+      assert.equal(await a.pins.pin(k, 'reader', 1000), false);
+      await sleep(300);
+      assert.equal(await a.pins.pin(k, 'reader', 300), true, "a dead evictor's claim expired");
+      await sleep(150);
+      assert.equal(await a.pins.pin(k, 'reader', 1000), true);
+      await sleep(300);
+      assert.equal(await b.pins.claim(k, 'evictor', 1000), false, 'renewed');
+      await a.pins.unpin(k, 'reader');
+    });
+
+    it('of concurrent claims and pins of one key, never a claim and a pin both', async () => {
+      const { a, b } = f();
+      for (let round = 0; round < 20; round++) {
+        const k = key('race');
+        const results = await Promise.all([
+          a.pins.claim(k, 'evictor', 5000),
+          b.pins.pin(k, 'reader-b', 5000),
+          a.pins.pin(k, 'reader-a', 5000),
+          b.pins.claim(k, 'evictor-2', 5000),
+        ]);
+        const claimed = results[0] || results[3];
+        const pinned = results[1] || results[2];
+        assert.ok(claimed !== pinned, `round ${String(round)}: ${JSON.stringify(results)}`);
+        assert.ok(!(results[0] && results[3]), 'two claims');
+      }
+    });
   });
 }

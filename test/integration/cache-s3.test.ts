@@ -9,7 +9,9 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { request } from 'undici';
 import { ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { buildStorage } from '../../src/app-storage.ts';
 import { cacheGc, cacheLs, cacheRm } from '../../src/cli/cache.ts';
@@ -27,7 +29,9 @@ import { httpGet, pullToken } from '../helpers/http.ts';
 import {
   ACCEPT_ALL_MANIFESTS,
   buildImage,
+  deterministicBytes,
   MULTI,
+  pushBlob,
   pushImage,
   sha256,
   TINY,
@@ -346,6 +350,68 @@ describe('docxy on an S3 bucket (RADOS Gateway)', () => {
       assert.match(out, /removed \d+ objects/);
     } finally {
       await coordination.close();
+      await redis.close();
+    }
+  });
+
+  it('with Redis, docxy cache gc leaves alone a blob a replica is reading, and evicts it once no read is open', async () => {
+    const redis = await startRedis();
+    try {
+      const withRedis = replicaConfig({ coordination: { redis: { url: redis.url } } });
+      const config = validateConfig(deepMerge({ listen: '127.0.0.1:0' }, withRedis), 'test');
+      const small: Config = { ...config, cache: { ...config.cache, max_size: 1 } };
+      const bytes = deterministicBytes('s3:pinned', 64 * MiB);
+      const blob = await pushBlob(hub, 'library/s3pinned', bytes);
+      const key = paths.blob(blob.digest);
+      const a = await startDocxy(withRedis);
+      let body: Readable | undefined;
+      try {
+        const token = await pullToken(`${a.url}/auth/token`, hub.service, 's3pinned');
+        const url = `${a.url}/v2/s3pinned/blobs/${blob.digest}`;
+        const headers = { authorization: `Bearer ${token}` };
+        const filled = await streamGet(url, headers);
+        assert.equal(filled.digest, blob.digest, filled.error?.message);
+        await waitFor('the blob in the bucket', async () => (await keysUnder(key)).length === 1, 10_000);
+
+        // A client that takes one chunk and stops: 64 MiB is more than the socket buffers and the
+        // driver's read-ahead take, so replica A's read from the bucket stays open (and pinned).
+        const res = await request(url, { headers });
+        assert.equal(res.statusCode, 200);
+        body = res.body;
+        const it = body[Symbol.asyncIterator]();
+        const first = await it.next();
+        assert.equal(first.done, false);
+        const chunks = [Buffer.from(first.value as Buffer)];
+
+        let out = '';
+        const write = (x: string): void => {
+          out += x;
+        };
+        assert.equal(await cacheGc(small, createLogger('silent'), write), 0, out);
+        assert.deepEqual(await keysUnder(key), [`mirror/${key}`], `gc kept the blob being read: ${out}`);
+
+        for (;;) {
+          const n = await it.next();
+          if (n.done === true) break;
+          chunks.push(Buffer.from(n.value as Buffer));
+        }
+        const all = Buffer.concat(chunks);
+        assert.equal(all.length, bytes.length);
+        assert.equal(sha256(all), blob.digest, 'the slow client got every byte');
+      } finally {
+        body?.destroy();
+        await a.stop(); // unpins what it still held
+      }
+      // No replica reads it now: gc evicts it like anything else.
+      let out = '';
+      assert.equal(
+        await cacheGc(small, createLogger('silent'), (x) => {
+          out += x;
+        }),
+        0,
+      );
+      assert.deepEqual(await keysUnder(key), [], `gc evicted the blob once unread: ${out}`);
+    } finally {
       await redis.close();
     }
   });

@@ -2,7 +2,7 @@
  * Coordination for one process: plain maps. Also what the Redis implementation answers from while
  * Redis is unreachable. Every table is bounded, so a flood of addresses or keys cannot grow it.
  */
-import type { Coordination, Counters, LeaseOwner, Leases, Records, Stamps } from '../coordination.ts';
+import type { Coordination, Counters, LeaseOwner, Leases, Pins, Records, Stamps } from '../coordination.ts';
 
 /** Entries kept at most per table (each about 100 bytes). */
 const defaultMaxEntries = 100_000;
@@ -125,6 +125,53 @@ export function createMemoryStamps(max = defaultMaxEntries): Stamps {
   };
 }
 
+export function createMemoryPins(now: () => number = Date.now, max = defaultMaxEntries): Pins {
+  /** Per key: each owner's pin expiry. */
+  const pins = new Map<string, Map<string, number>>();
+  /** Per key: the claimer and its claim's expiry. */
+  const claims = new Map<string, { owner: string; until: number }>();
+  const claimOf = (key: string): { owner: string; until: number } | undefined => {
+    const c = claims.get(key);
+    if (c !== undefined && c.until <= now()) claims.delete(key);
+    return c !== undefined && c.until > now() ? c : undefined;
+  };
+  const livePins = (key: string): number => {
+    const p = pins.get(key);
+    if (p === undefined) return 0;
+    for (const [o, until] of p) if (until <= now()) p.delete(o);
+    if (p.size === 0) pins.delete(key);
+    return p.size;
+  };
+  return {
+    pin(key, ownerId, ttlMs) {
+      if (claimOf(key) !== undefined) return Promise.resolve(false);
+      let p = pins.get(key);
+      if (p === undefined) {
+        pins.set(key, (p = new Map<string, number>()));
+        trimOldest(pins, max);
+      }
+      p.set(ownerId, now() + ttlMs);
+      return Promise.resolve(true);
+    },
+    unpin(key, ownerId) {
+      pins.get(key)?.delete(ownerId);
+      livePins(key);
+      return Promise.resolve();
+    },
+    claim(key, ownerId, ttlMs) {
+      const c = claimOf(key);
+      if ((c !== undefined && c.owner !== ownerId) || livePins(key) > 0) return Promise.resolve(false);
+      claims.set(key, { owner: ownerId, until: now() + ttlMs });
+      trimOldest(claims, max);
+      return Promise.resolve(true);
+    },
+    unclaim(key, ownerId) {
+      if (claimOf(key)?.owner === ownerId) claims.delete(key);
+      return Promise.resolve();
+    },
+  };
+}
+
 export function createMemoryCoordination(opts: MemoryOptions = {}): Coordination {
   const now = opts.now ?? Date.now;
   const max = opts.maxEntries ?? defaultMaxEntries;
@@ -134,6 +181,7 @@ export function createMemoryCoordination(opts: MemoryOptions = {}): Coordination
     counters: createMemoryCounters(now, max),
     records: createMemoryRecords(now, max),
     stamps: createMemoryStamps(max),
+    pins: createMemoryPins(now, max),
     connected: () => Promise.resolve(true),
     close: () => Promise.resolve(),
   };

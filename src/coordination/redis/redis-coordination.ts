@@ -3,7 +3,8 @@
  * compare-and-delete on the owner id; counters are local counts flushed every `flushIntervalMs`
  * with INCRBY + PEXPIRE, whose answers bring back the fleet's totals (the request path never waits
  * on Redis); records are `SET PX` / `EXISTS`, kept locally as well; stamps are one hash, raised by a
- * Lua max per field and read with HMGET.
+ * Lua max per field and read with HMGET; pins are a hash per key (owner -> expiry on Redis's clock)
+ * beside a claim key, both tested and set in one script each, so a pin and a claim never both win.
  *
  * Degrade, never corrupt: the offline queue is off and commands have a timeout, so a call fails
  * fast while Redis is unreachable and is answered from the in-process implementation instead
@@ -12,7 +13,7 @@
  */
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Coordination, Counters, LeaseGrant, Leases, Records, Stamps } from '../coordination.ts';
+import type { Coordination, Counters, LeaseGrant, Leases, Pins, Records, Stamps } from '../coordination.ts';
 import { createMemoryCoordination, trimOldest, windowOf } from '../memory/memory-coordination.ts';
 import { createRedisHealth, type CoordinationMetrics, type RedisHealth } from './redis-health.ts';
 
@@ -245,6 +246,63 @@ function redisStamps(redis: Redis, prefix: string, health: RedisHealth, local: S
   };
 }
 
+// Redis's own clock in ms, so replicas with skewed clocks agree when a pin expires.
+const redisNow =
+  "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) ";
+// KEYS: pins hash, claim key. ARGV: owner, ttl ms.
+const pinScript =
+  `if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end ${redisNow}` +
+  "redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[2])) " +
+  "if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 1";
+const claimScript =
+  "local c = redis.call('GET', KEYS[2]) if c and c ~= ARGV[1] then return 0 end " +
+  `${redisNow}local v = redis.call('HGETALL', KEYS[1]) ` +
+  'for i = 2, #v, 2 do if tonumber(v[i]) > now then return 0 end end ' +
+  "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) return 1";
+const unclaimScript = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1";
+
+/** Pins in Redis; while it is unreachable, in-process (each replica then guards only its own reads). */
+function redisPins(redis: Redis, prefix: string, health: RedisHealth, local: Pins): Pins {
+  // One hash tag per key, so both keys of a script live on one Redis Cluster slot.
+  const keys = (key: string): [string, string] => [`${prefix}pin:{${key}}`, `${prefix}claim:{${key}}`];
+  // Sent before anything awaits, so a pin or claim sent after it (same connection) is never undone.
+  const drop = async (shared: () => Promise<unknown>, inProcess: () => Promise<void>): Promise<void> => {
+    const sent = health.call(
+      'pins',
+      async () => {
+        await shared();
+      },
+      () => Promise.resolve(),
+    );
+    await inProcess();
+    await sent;
+  };
+  return {
+    pin: (key, ownerId, ttlMs) =>
+      health.call(
+        'pins',
+        async () => (await redis.eval(pinScript, 2, ...keys(key), ownerId, ttlMs)) === 1,
+        () => local.pin(key, ownerId, ttlMs),
+      ),
+    unpin: (key, ownerId) =>
+      drop(
+        () => redis.hdel(keys(key)[0], ownerId),
+        () => local.unpin(key, ownerId),
+      ),
+    claim: (key, ownerId, ttlMs) =>
+      health.call(
+        'pins',
+        async () => (await redis.eval(claimScript, 2, ...keys(key), ownerId, ttlMs)) === 1,
+        () => local.claim(key, ownerId, ttlMs),
+      ),
+    unclaim: (key, ownerId) =>
+      drop(
+        () => redis.eval(unclaimScript, 1, keys(key)[1], ownerId),
+        () => local.unclaim(key, ownerId),
+      ),
+  };
+}
+
 export function createRedisCoordination(
   opts: RedisCoordinationOptions,
   now: () => number = Date.now,
@@ -271,6 +329,7 @@ export function createRedisCoordination(
     counters,
     records: redisRecords(redis, prefix, health, local.records),
     stamps: redisStamps(redis, prefix, health, local.stamps),
+    pins: redisPins(redis, prefix, health, local.pins),
     connected(timeoutMs) {
       if (redis.status === 'ready') return Promise.resolve(true);
       return new Promise((resolve) => {
