@@ -10,7 +10,7 @@ import type { TestContext } from 'node:test';
 import { timed } from './client-steps.ts';
 import type { Containerd } from './clients/containerd.ts';
 import type { Dockerd } from './clients/dockerd.ts';
-import { describeRequest } from './docxy.ts';
+import { describeRequest, type TestDocxy } from './docxy.ts';
 import type { ChildDescriptor, ImageDescriptor, ImageName } from './images.ts';
 
 /** A mirror the clients pull through, and what it logged. */
@@ -21,6 +21,21 @@ export interface PullTarget {
   readonly images: Readonly<Record<ImageName, ImageDescriptor>>;
   /** Starts watching the mirror's request log; the function returned gives the lines since then. */
   watch(): () => readonly Record<string, unknown>[];
+}
+
+/** One Docxy in the test process as a pull target. */
+export function pullTargetOf(
+  docxy: TestDocxy,
+  images: Readonly<Record<ImageName, ImageDescriptor>>,
+): PullTarget {
+  return {
+    hostPort: docxy.hostPort,
+    images,
+    watch() {
+      const mark = docxy.logMark();
+      return () => docxy.requestsSince(mark);
+    },
+  };
 }
 
 /** Every multi-arch image is pulled for both of its platforms. */

@@ -26,10 +26,10 @@ import { ctrPulls, dockerdPullsEverything, type PullTarget } from '../helpers/cl
 import { startContainerd, writeHostsToml, type Containerd } from '../helpers/clients/containerd.ts';
 import { startDockerd, type Dockerd } from '../helpers/clients/dockerd.ts';
 import { describeRequest } from '../helpers/docxy.ts';
-import { parseRegistryLog } from '../helpers/fake-hub.ts';
 import { startFleet, type Fleet } from '../helpers/fleet.ts';
 import { ALL_IMAGES, seedImages, type ImageDescriptor, type ImageName } from '../helpers/images.ts';
 import { waitFor } from '../helpers/process.ts';
+import { stopUpstream, type UpstreamOutage } from '../helpers/upstream-outage.ts';
 import { paths } from '../../src/storage/paths.ts';
 
 const SECRET = 'fleet-clients-secret-0123456789ab';
@@ -173,18 +173,10 @@ describe('warm-up: dockerd and ctr pull every image through nginx in front of th
 describe('upstream down (registry and token service stopped): fresh clients pull everything again', () => {
   const fresh: Clients = {};
   let downMark: number[] = [];
-  let registryRequestsBefore = 0;
-  let cdnRequestsBefore = 0;
-  let tokenRequestsBefore = 0;
+  let outage: UpstreamOutage | undefined;
 
   before(async () => {
-    const h = theFleet().hub;
-    // Flushed while the registry still runs, so the count is complete.
-    registryRequestsBefore = (await h.registryRequests()).length;
-    await h.stopRegistry();
-    await h.token.stop();
-    cdnRequestsBefore = need(h.cdn, 'the CDN stand-in').requests.length;
-    tokenRequestsBefore = h.token.requests.length;
+    outage = await stopUpstream(theFleet().hub);
     downMark = mark();
     await startClients(fresh);
   });
@@ -203,7 +195,6 @@ describe('upstream down (registry and token service stopped): fresh clients pull
   });
 
   it('every request was a hit or stale, at least two replicas answered, and the upstream saw nothing', (t) => {
-    const h = theFleet().hub;
     const served = servedSince(downMark);
     assert.ok(served.length > 0, 'the clients talked to the fleet');
     const all = describeServed(served);
@@ -221,6 +212,12 @@ describe('upstream down (registry and token service stopped): fresh clients pull
       'every manifest and blob request was a 200',
     );
 
+    // A client's token may come from another replica than the requests that carry it.
+    const base = served.filter(({ line }) => line.path === '/v2/');
+    t.diagnostic(
+      `${String(tokens.length)} stand-in tokens (from ${[...new Set(tokens.map((s) => s.replica))].join(', ')}), ` +
+        `${String(base.length)} /v2/ answers (${[...new Set(base.map((s) => `${s.replica}:${String(s.line.status)}`))].join(', ')})`,
+    );
     const answered = new Map<string, number>();
     for (const { replica } of served) answered.set(replica, (answered.get(replica) ?? 0) + 1);
     t.diagnostic(
@@ -228,16 +225,6 @@ describe('upstream down (registry and token service stopped): fresh clients pull
     );
     assert.ok(answered.size >= 2, `at least two replicas answered:\n${all}`);
 
-    // The upstream saw nothing: a stopped registry writes no access log, and the CDN's and the
-    // token service's request lists did not grow.
-    assert.equal(h.registryPid(), undefined, 'the registry is still stopped');
-    assert.equal(parseRegistryLog(h.registryLog()).length, registryRequestsBefore, 'registry access log');
-    const cdn = need(h.cdn, 'the CDN stand-in');
-    assert.deepEqual(
-      cdn.requests.slice(cdnRequestsBefore).map((r) => `${r.method} ${r.path}`),
-      [],
-      'no CDN request while the upstream was down',
-    );
-    assert.equal(h.token.requests.length, tokenRequestsBefore, 'no token request reached the token service');
+    need(outage, 'the outage').assertUntouched();
   });
 });
