@@ -26,23 +26,24 @@ import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 
 import { layoutBlob, parseLayoutIndex, timed, need } from '../helpers/client-steps.ts';
+import { ctrPulls, dockerdPullsEverything, pullTargetOf, type PullTarget } from '../helpers/client-pulls.ts';
 import { startContainerd, writeHostsToml, type Containerd } from '../helpers/clients/containerd.ts';
 import { startDockerd, type Dockerd } from '../helpers/clients/dockerd.ts';
 import { registriesConfMirror, startPodman, type Podman } from '../helpers/clients/podman.ts';
 import { startSkopeo, type Skopeo } from '../helpers/clients/skopeo.ts';
 import { describeRequest, type TestDocxy } from '../helpers/docxy.ts';
-import { parseRegistryLog, type FakeHub } from '../helpers/fake-hub.ts';
+import type { FakeHub } from '../helpers/fake-hub.ts';
 import { httpGet } from '../helpers/http.ts';
 import {
   ACCEPT_ALL_MANIFESTS,
   MediaType,
   sha256,
-  type ChildDescriptor,
   type ImageDescriptor,
   type ImageName,
 } from '../helpers/images.ts';
 import { makeTmpDir } from '../helpers/tmp.ts';
 import { startSeededWorld, type SeededWorld } from '../helpers/seeded-world.ts';
+import { stopUpstream, type UpstreamOutage } from '../helpers/upstream-outage.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Shared fixture: one fake hub seeded with every image, one Docxy in front of it
@@ -65,105 +66,16 @@ after(async () => {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/** Every multi-arch image is pulled for both of its platforms. */
-const ARCHES = ['arm64', 'amd64'] as const;
-
-/** The platform manifest of a multi-arch image for `architecture`. */
-function child(desc: ImageDescriptor, architecture: string): ChildDescriptor {
-  const c = desc.children?.find((x) => x.platform.os === 'linux' && x.platform.architecture === architecture);
-  if (c === undefined) throw new Error(`${desc.repo}:${desc.tag} has no linux/${architecture} child`);
-  return c;
-}
-
 const sha256Hex = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 // ---------------------------------------------------------------------------------------------
 // What each client kind does; the warm-up and the offline phase run exactly the same pulls
 
-/** Pulls `ref` (optionally for a platform), checking the exit code and reporting the time. */
-async function dockerPull(t: TestContext, d: Dockerd, ref: string, platform?: string): Promise<void> {
-  const mark = theDocxy().logMark();
-  const r = await timed(
-    t,
-    `docker pull ${platform === undefined ? '' : `--platform ${platform} `}${ref}`,
-    () => d.pull(ref, { ...(platform === undefined ? {} : { platform }), timeoutMs: 300_000 }),
-  );
-  assert.equal(r.code, 0, `docker pull ${ref}: ${r.stderr}\ndocxy saw:\n${theDocxy().describeSince(mark)}`);
-}
+/** Docxy as the clients' mirror, for the shared dockerd and ctr pulls. */
+const target = (): PullTarget => pullTargetOf(theDocxy(), theWorld().images);
 
-/** dockerd: the mirror's short name, then every image directly, each checked against its descriptor. */
-async function dockerdPullsEverything(t: TestContext, d: Dockerd): Promise<void> {
-  const host = theDocxy().hostPort;
-
-  // registry-mirrors: Docker asks the mirror for library/tiny; falling back to the Hub is impossible
-  // (dead proxy), so a pull that works came through Docxy.
-  const tiny = image('tiny');
-  const mark = theDocxy().logMark();
-  await dockerPull(t, d, 'tiny:1');
-  assert.equal(await d.imageId('tiny:1'), tiny.configDigest);
-  assert.deepEqual(await d.repoDigests('tiny:1'), [`tiny@${tiny.digest}`]);
-  assert.ok(
-    theDocxy().pathsSince(mark).includes('/v2/library/tiny/manifests/1'),
-    theDocxy().describeSince(mark),
-  );
-  // Gone again, so the direct pull of the same image below is a real pull with one repo digest.
-  assert.equal((await d.removeImage('tiny:1')).code, 0);
-
-  // Single-platform images, directly from the insecure registry 127.0.0.1:PORT.
-  for (const [name, path] of [
-    ['tiny', 'tiny:1'],
-    ['app', 'someuser/app:2'],
-    ['ocimanifest', 'ocimanifest:1'],
-  ] as const) {
-    const desc = image(name);
-    const ref = `${host}/${path}`;
-    await dockerPull(t, d, ref);
-    assert.equal(await d.imageId(ref), desc.configDigest, `${ref} image ID`);
-    const repo = path.slice(0, path.lastIndexOf(':'));
-    assert.deepEqual(await d.repoDigests(ref), [`${host}/${repo}@${desc.digest}`], `${ref} repo digest`);
-  }
-
-  // Both platforms of the manifest list and of the OCI index, each a real pull (removed in between).
-  for (const name of ['multi', 'ociindex'] as const) {
-    const desc = image(name);
-    const ref = `${host}/${name}:1`;
-    for (const arch of ARCHES) {
-      await dockerPull(t, d, ref, `linux/${arch}`);
-      assert.equal(await d.imageId(ref), child(desc, arch).configDigest, `${ref} linux/${arch} image ID`);
-      assert.deepEqual(await d.repoDigests(ref), [`${host}/${name}@${desc.digest}`]);
-      assert.equal((await d.removeImage(ref)).code, 0);
-      await assert.rejects(d.imageId(ref));
-    }
-  }
-
-  // The 200 MB image; dropped again at once (the image store is vfs).
-  const big = image('big');
-  const bigRef = `${host}/big:1`;
-  await dockerPull(t, d, bigRef);
-  assert.equal(await d.imageId(bigRef), big.configDigest);
-  assert.deepEqual(await d.repoDigests(bigRef), [`${host}/big@${big.digest}`]);
-  assert.equal((await d.removeImage(bigRef)).code, 0);
-}
-
-/** ctr: tiny and multi through a docker.io hosts.toml naming Docxy. */
-async function ctrPullsItsImages(t: TestContext, c: Containerd, hostsDir: string): Promise<void> {
-  for (const name of ['tiny', 'multi'] as const) {
-    const desc = image(name);
-    const ref = `docker.io/library/${name}:1`;
-    const mark = theDocxy().logMark();
-    const r = await timed(t, `ctr images pull ${ref}`, () => c.pull(ref, { hostsDir }));
-    assert.equal(
-      r.code,
-      0,
-      `ctr pull ${ref}: ${r.stdout}\n${r.stderr}\ndocxy saw:\n${theDocxy().describeSince(mark)}`,
-    );
-    assert.equal(await c.imageDigest(ref), desc.digest, `${ref} digest`);
-    assert.ok(
-      theDocxy().pathsSince(mark).includes(`/v2/library/${name}/manifests/1`),
-      theDocxy().describeSince(mark),
-    );
-  }
-}
+/** What ctr pulls (through a docker.io hosts.toml). */
+const CTR_IMAGES: readonly ImageName[] = ['tiny', 'multi'];
 
 /** podman: tiny and someuser/app through a registries.conf mirror for docker.io. */
 async function podmanPullsItsImages(t: TestContext, p: Podman): Promise<void> {
@@ -280,11 +192,12 @@ describe('warm-up: every client pulls every image through docxy (upstream up)', 
   });
 
   it('dockerd pulls tiny:1 via registry-mirrors and every image (both platforms, big) directly', async (t) => {
-    await dockerdPullsEverything(t, need(warm.dockerd, 'dockerd'));
+    await dockerdPullsEverything(t, target(), need(warm.dockerd, 'dockerd'));
   });
 
   it('ctr pulls tiny and multi through a hosts.toml mirror', async (t) => {
-    await ctrPullsItsImages(t, need(warm.containerd, 'containerd'), need(warm.hostsDir, 'the hosts dir'));
+    const c = need(warm.containerd, 'containerd');
+    await ctrPulls(t, target(), c, need(warm.hostsDir, 'the hosts dir'), CTR_IMAGES);
   });
 
   it('podman pulls tiny and someuser/app through a registries.conf mirror', async (t) => {
@@ -304,18 +217,10 @@ describe('upstream down (registry and token service stopped): fresh clients pull
   const fresh: Clients = {};
   /** Docxy's request log length when the upstream went down. */
   let downMark = 0;
-  let registryRequestsBefore = 0;
-  let cdnRequestsBefore = 0;
-  let tokenRequestsBefore = 0;
+  let outage: UpstreamOutage | undefined;
 
   before(async () => {
-    const h = theHub();
-    // Flushed while the registry still runs, so the count is complete.
-    registryRequestsBefore = (await h.registryRequests()).length;
-    await h.stopRegistry();
-    await h.token.stop();
-    cdnRequestsBefore = need(h.cdn, 'the CDN stand-in').requests.length;
-    tokenRequestsBefore = h.token.requests.length;
+    outage = await stopUpstream(theHub());
     downMark = theDocxy().logMark();
     await startClients(fresh);
   });
@@ -362,11 +267,12 @@ describe('upstream down (registry and token service stopped): fresh clients pull
   it('a fresh dockerd pulls tiny:1 via registry-mirrors and every image (both platforms, big) directly', async (t) => {
     const d = need(fresh.dockerd, 'dockerd');
     t.diagnostic(`dockerd started in ${d.startMs} ms`);
-    await dockerdPullsEverything(t, d);
+    await dockerdPullsEverything(t, target(), d);
   });
 
   it('a fresh containerd pulls tiny and multi through a hosts.toml mirror', async (t) => {
-    await ctrPullsItsImages(t, need(fresh.containerd, 'containerd'), need(fresh.hostsDir, 'the hosts dir'));
+    const c = need(fresh.containerd, 'containerd');
+    await ctrPulls(t, target(), c, need(fresh.hostsDir, 'the hosts dir'), CTR_IMAGES);
   });
 
   it('a fresh podman pulls tiny and someuser/app through a registries.conf mirror', async (t) => {
@@ -379,7 +285,6 @@ describe('upstream down (registry and token service stopped): fresh clients pull
   });
 
   it('docxy answered every request from the cache (hit) or as stale, and the upstream saw nothing', (t) => {
-    const h = theHub();
     const lines = theDocxy().requestsSince(downMark);
     assert.ok(lines.length > 0, 'the clients talked to docxy');
     const all = lines.map(describeRequest).join('\n');
@@ -412,18 +317,7 @@ describe('upstream down (registry and token service stopped): fresh clients pull
       'the 200 MB layer was served from the cache',
     );
 
-    // The upstream saw nothing: the registry's access log did not grow (it cannot be flushed while
-    // the registry is stopped, but a stopped registry writes nothing), nor did the CDN's or the
-    // token service's request lists.
-    assert.equal(h.registryPid(), undefined, 'the registry is still stopped');
-    assert.equal(parseRegistryLog(h.registryLog()).length, registryRequestsBefore, 'registry access log');
-    const cdn = need(h.cdn, 'the CDN stand-in');
-    assert.deepEqual(
-      cdn.requests.slice(cdnRequestsBefore).map((r) => `${r.method} ${r.path}`),
-      [],
-      'no CDN request while the upstream was down',
-    );
-    assert.equal(h.token.requests.length, tokenRequestsBefore, 'no token request reached the token service');
+    need(outage, 'the outage').assertUntouched();
 
     const count = (c: string): number => lines.filter((l) => l.cache === c).length;
     t.diagnostic(

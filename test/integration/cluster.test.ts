@@ -9,17 +9,16 @@
  * Everything is started once for the file and stopped by PID in `after`, pass or fail.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Redis } from 'ioredis';
 import { paths } from '../../src/storage/paths.ts';
 import { cdnBlobSuffix, streamGet, type StreamedResponse } from '../helpers/cache-probe.ts';
 import { layoutBlob, need, parseLayoutIndex } from '../helpers/client-steps.ts';
 import { startSkopeo } from '../helpers/clients/skopeo.ts';
-import { startFakeHub, type FakeHub } from '../helpers/fake-hub.ts';
-import { spawnReplica, type FleetReplica } from '../helpers/fleet.ts';
+import type { FakeHub } from '../helpers/fake-hub.ts';
+import { startFleet, type Fleet, type FleetReplica } from '../helpers/fleet.ts';
 import { httpGet, pullToken } from '../helpers/http.ts';
 import {
   bigImage,
@@ -32,12 +31,8 @@ import {
   type BlobRef,
   type TestImage,
 } from '../helpers/images.ts';
-import { startRoundRobinNginx, type RoundRobinNginx } from '../helpers/nginx.ts';
-import { freePort, waitFor } from '../helpers/process.ts';
-import { startRedis, type RedisServer } from '../helpers/redis.ts';
-import { startRgw, type Rgw } from '../helpers/rgw.ts';
+import { waitFor } from '../helpers/process.ts';
 import { assertOciError } from '../helpers/security.ts';
-import { makeTmpDir } from '../helpers/tmp.ts';
 
 const MiB = 1024 * 1024;
 const REPO = 'library/fleet';
@@ -49,15 +44,9 @@ interface Replica extends FleetReplica {
   killed: boolean;
 }
 
-let rgw: Rgw | undefined;
-let s3: S3Client | undefined;
-let hub: FakeHub | undefined;
-let redis: RedisServer | undefined;
-let nginx: RoundRobinNginx | undefined;
-let bucket = '';
+let fleet: Fleet | undefined;
 let auth: Record<string, string> = {};
 const replicas: Replica[] = [];
-const dirs: { remove(): void }[] = [];
 
 /** Blob contents kept in memory, so a Range answer can be compared with its slice. */
 const contents = {
@@ -71,65 +60,31 @@ const blobs = new Map<keyof typeof contents, BlobRef>();
 let image: TestImage | undefined;
 let big: TestImage | undefined;
 
-const theHub = (): FakeHub => need(hub, 'the fake hub');
+const theFleet = (): Fleet => need(fleet, 'the fleet');
+const theHub = (): FakeHub => theFleet().hub;
 const blob = (k: keyof typeof contents): BlobRef => need(blobs.get(k), k);
 const alive = (): Replica[] => replicas.filter((r) => !r.killed);
 
 before(async () => {
-  let img: TestImage;
-  [rgw, hub, redis, big, img] = await Promise.all([
-    startRgw(),
-    startFakeHub(),
-    startRedis(),
-    bigImage(),
-    buildImage({ repo: 'library/fleetimg', tag: '1', layerSize: 3 * MiB }),
-  ]);
-  image = img;
-  s3 = rgw.client();
-  bucket = await rgw.createBucket('fleet');
-  const secretDir = makeTmpDir('fleet-secret');
-  dirs.push(secretDir);
-  const secretFile = join(secretDir.path, 'secret');
-  writeFileSync(secretFile, `${SECRET}\n`, { mode: 0o600 });
-  // nginx's port first: every replica names it as its public URL (the realm clients are sent to).
-  const nginxPort = await freePort();
-  const fleet = {
-    rgw,
-    bucket,
-    upstreamUrl: hub.registryUrl,
-    redisUrl: redis.url,
-    secretFile,
-    publicUrl: `http://127.0.0.1:${String(nginxPort)}`,
-  };
+  // Built in this process while the fleet's servers start; the hub is seeded while replicas start.
+  const bigP = bigImage();
+  const imgP = buildImage({ repo: 'library/fleetimg', tag: '1', layerSize: 3 * MiB });
   const seed = async (h: FakeHub): Promise<void> => {
     for (const [k, bytes] of Object.entries(contents)) {
       blobs.set(k as keyof typeof contents, await pushBlob(h, REPO, bytes));
     }
-    for (const i of [TINY, img, need(big, 'big')]) await pushImage(h, i);
+    [big, image] = await Promise.all([bigP, imgP]);
+    for (const i of [TINY, image, big]) await pushImage(h, i);
   };
-  // The replicas start (tsx compiles for a few seconds) while the hub is seeded.
-  const [started] = await Promise.all([
-    Promise.allSettled(['a', 'b', 'c'].map((n) => spawnReplica(n, fleet))),
-    seed(hub),
-  ]);
-  for (const s of started) if (s.status === 'fulfilled') replicas.push({ ...s.value, killed: false });
-  const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-  if (failed !== undefined) throw failed.reason;
-  nginx = await startRoundRobinNginx({
-    backends: replicas.map((r) => `127.0.0.1:${String(r.proc.port)}`),
-    port: nginxPort,
-  });
+  fleet = await startFleet({ names: ['a', 'b', 'c'], secret: SECRET, seed });
+  for (const r of fleet.replicas) replicas.push({ ...r, killed: false });
   // A token of the hub's realm (relayed by Docxy's), valid on every replica.
-  const token = await pullToken(`${need(replicas[0], 'a').url}/auth/token`, hub.service, 'fleet');
+  const token = await pullToken(`${need(replicas[0], 'a').url}/auth/token`, fleet.hub.service, 'fleet');
   auth = { authorization: `Bearer ${token}` };
 });
 
 after(async () => {
-  await Promise.allSettled([nginx?.stop(), ...replicas.map((r) => r.proc.stop())]);
-  s3?.destroy();
-  await Promise.allSettled([rgw?.stop(), hub?.stop(), redis?.close()]);
-  for (const r of replicas) r.remove();
-  for (const d of dirs) d.remove();
+  await fleet?.stop();
 });
 
 /** The upstream's GETs of `digest` so far: the registry's (each a 307) and the CDN's (the bytes). */
@@ -144,14 +99,7 @@ async function upstreamGets(digest: string): Promise<{ registry: number; cdn: { 
   return { registry, cdn };
 }
 
-async function inBucket(key: string): Promise<boolean> {
-  try {
-    await need(s3, 's3').send(new HeadObjectCommand({ Bucket: bucket, Key: `mirror/${key}` }));
-    return true;
-  } catch {
-    return false;
-  }
-}
+const inBucket = (key: string): Promise<boolean> => theFleet().inBucket(key);
 
 /** One replica's request log lines from `mark` (an index into its log lines) on. */
 function requestsSince(r: Replica, mark: number): Record<string, unknown>[] {
@@ -234,7 +182,7 @@ describe('a fleet of three replicas on one bucket and one Redis', () => {
   });
 
   it('skopeo through the round-robin nginx, then again with the upstream stopped: served from the bucket', async (t) => {
-    const n = need(nginx, 'nginx');
+    const n = theFleet().nginx;
     const skopeo = await startSkopeo();
     const images = [TINY, need(image, 'image')];
     const copyAll = async (round: string): Promise<void> => {
@@ -310,7 +258,7 @@ describe('a fleet of three replicas on one bucket and one Redis', () => {
     const h = theHub();
     const cdn = need(h.cdn, 'the CDN');
     cdn.bodyRate = (p) => (p.endsWith(cdnBlobSuffix(layer.digest)) ? SLOW_RATE : undefined);
-    const leaseReader = new Redis(need(redis, 'redis').url, { maxRetriesPerRequest: 1 });
+    const leaseReader = new Redis(theFleet().redis.url, { maxRetriesPerRequest: 1 });
     const t0 = Date.now();
     const since = (): string => `${String(Date.now() - t0)} ms`;
     const phases: string[] = [];
@@ -366,7 +314,7 @@ describe('a fleet of three replicas on one bucket and one Redis', () => {
   it('Redis stopped: pulls keep working; Redis back: ONE upstream GET for 10 concurrent cold GETs again', async (t) => {
     const two = alive().slice(0, 2);
     assert.equal(two.length, 2, 'two replicas alive');
-    const r = need(redis, 'redis');
+    const r = theFleet().redis;
     const outage = blob('outage');
     await r.stop();
     try {
