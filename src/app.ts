@@ -9,6 +9,7 @@ import { createReadiness } from './app-readiness.ts';
 import { createAccessController } from './auth/access-controller.ts';
 import { buildCoordination } from './app-coordination.ts';
 import { buildFleet } from './app-cluster.ts';
+import { createManifestFlights, type ManifestFleet } from './cache/manifest-flights.ts';
 import { createReadPins, evictionClaims } from './cache/read-pins.ts';
 import { buildStorage } from './app-storage.ts';
 import { createAccessProofs } from './auth/access-proofs.ts';
@@ -110,6 +111,7 @@ function createUpstream(
   overrides: AppOverrides,
   obs: Observability,
   manifestMemory: ManifestMemory,
+  manifestFleet: ManifestFleet | undefined,
 ): UpstreamRuntime {
   const guard = createAddressGuard({
     configured: [u.url, ...u.mirrors],
@@ -149,6 +151,7 @@ function createUpstream(
           policy,
           log: log.child({ module: 'manifests', upstream: u.name }),
           memory: manifestMemory,
+          flights: createManifestFlights(manifestFleet),
         });
   const listings =
     storage === undefined || manifests === undefined
@@ -252,6 +255,11 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
   const fleetFills = buildFleet(config, coordination, owner, storage, log);
   // One bound for the process: manifests are stored once by digest for every upstream, and so kept.
   const manifestMemory = createManifestMemory(config.cache.memory.manifest_bytes);
+  // With Redis, one manifest request at a time for the whole fleet (it needs no cluster endpoint).
+  const manifestFleet =
+    coordination.kind === 'redis'
+      ? { leases: coordination.leases, owner, ttlMs: config.cluster?.lease_ttl ?? 10_000 }
+      : undefined;
   const upstreams = config.upstreams.map((u) =>
     createUpstream(
       u,
@@ -262,6 +270,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
       overrides,
       obs,
       manifestMemory,
+      manifestFleet,
     ),
   );
   const router = createRouter(upstreams, config.defaultUpstream);

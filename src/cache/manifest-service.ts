@@ -16,6 +16,7 @@ import { paths } from '../storage/paths.ts';
 import { discard, readCapped } from '../upstream/body.ts';
 import { headerValue, type UpstreamResponse } from '../upstream/registry-client.ts';
 import { createByteLru, type ByteLru } from './byte-lru.ts';
+import { createManifestFlights, type ManifestFlights } from './manifest-flights.ts';
 import type { CacheReply, CacheResult, Visibility } from './reply.ts';
 import {
   acceptable,
@@ -78,6 +79,8 @@ export interface ManifestServiceDeps {
    * upstream's service as storage is; a 16 MiB one of its own when absent.
    */
   readonly memory?: ManifestMemory;
+  /** Concurrent upstream requests of one manifest become one (in-process, or fleet-wide). */
+  readonly flights?: ManifestFlights;
 }
 
 /** A stored manifest as kept in memory: its bytes and the response headers every hit sends. */
@@ -151,6 +154,7 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
   /** Tag records, bounded by count (each is a few hundred bytes). */
   const tagMemory = new Map<string, TagRecord>();
   const tagMemoryMax = 20_000;
+  const flights = deps.flights ?? createManifestFlights();
 
   function rememberTag(key: string, rec: TagRecord): void {
     tagMemory.delete(key);
@@ -297,27 +301,73 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
     return m;
   }
 
-  async function byDigest(req: ManifestRequest): Promise<CacheReply | 'bypass'> {
-    const cached = await loadManifest(req.reference);
-    if (cached !== undefined) return serve(req, cached, 'hit');
-    const got = await fetchAndStore(
-      req.fetch ?? deps.fetch,
-      req.fetch === undefined ? 'shared' : 'private',
-      req.name,
-      req.reference,
-      req.reference,
-      req.signal,
-    );
-    if (!('bytes' in got)) return { kind: 'upstream', response: got };
-    return serve(req, got, 'miss');
+  /**
+   * `join`: a request that must go upstream joins the one running for the same manifest; `alone`:
+   * it goes itself (a joiner's second look, or the client's own credentials, which are never
+   * shared); `after-peer`: as alone, after another replica's request stored the answer.
+   */
+  type Mode = 'join' | 'alone' | 'after-peer';
+
+  /** The flight of a request that must go upstream: a joiner's second look serves `coalesced`. */
+  function upstreamOnce(
+    req: ManifestRequest,
+    mode: Mode,
+    work: () => Promise<CacheReply | 'bypass'>,
+    again: (mode: Mode) => Promise<CacheReply | 'bypass'>,
+  ): Promise<CacheReply | 'bypass'> {
+    if (mode !== 'join' || req.fetch !== undefined) return work();
+    return flights.run(`${deps.upstream} ${req.name}@${req.reference}`, work, async (afterPeer) => {
+      const r = await again(afterPeer ? 'after-peer' : 'alone');
+      return r !== 'bypass' && r.kind === 'local' && r.cache === 'hit' ? { ...r, cache: 'coalesced' } : r;
+    });
   }
 
-  async function byTag(req: ManifestRequest): Promise<CacheReply | 'bypass'> {
+  async function byDigest(req: ManifestRequest, mode: Mode = 'join'): Promise<CacheReply | 'bypass'> {
+    const cached = await loadManifest(req.reference);
+    if (cached !== undefined) return serve(req, cached, 'hit');
+    return upstreamOnce(
+      req,
+      mode,
+      async () => {
+        const got = await fetchAndStore(
+          req.fetch ?? deps.fetch,
+          req.fetch === undefined ? 'shared' : 'private',
+          req.name,
+          req.reference,
+          req.reference,
+          req.signal,
+        );
+        if (!('bytes' in got)) return { kind: 'upstream', response: got };
+        return serve(req, got, 'miss');
+      },
+      (m) => byDigest(req, m),
+    );
+  }
+
+  async function byTag(req: ManifestRequest, mode: Mode = 'join'): Promise<CacheReply | 'bypass'> {
     const t = now();
+    // Another replica just refreshed this tag in storage: this replica's copy in memory is older.
+    if (mode === 'after-peer') tagMemory.delete(paths.tag(deps.upstream, req.name, req.reference));
     const rec = await loadTag(req.name, req.reference);
     const cached = rec === undefined ? undefined : await loadManifest(rec.digest);
+    if (rec !== undefined && cached !== undefined && deps.policy.isFresh(rec, t))
+      return serve(req, cached, 'hit');
+    return upstreamOnce(
+      req,
+      mode,
+      () => refreshTag(req, t, rec, cached),
+      (m) => byTag(req, m),
+    );
+  }
+
+  /** Revalidates (HEAD) or fetches (GET) a tag that is not cached or no longer fresh. */
+  async function refreshTag(
+    req: ManifestRequest,
+    t: number,
+    rec: TagRecord | undefined,
+    cached: StoredManifest | undefined,
+  ): Promise<CacheReply | 'bypass'> {
     if (rec !== undefined && cached !== undefined) {
-      if (deps.policy.isFresh(rec, t)) return serve(req, cached, 'hit');
       const stale = (why: string): CacheReply | 'bypass' => {
         if (!deps.policy.mayServeStale(rec, t)) {
           throw new RegistryError('UNAVAILABLE', {

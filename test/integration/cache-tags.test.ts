@@ -124,6 +124,48 @@ describe('tags and manifests through the cache', () => {
     }
   });
 
+  it('50 concurrent requests of a cold tag, of an expired tag and of a cold digest: one upstream request each', async () => {
+    const image = await pushed('tagherd', '1');
+    const other = await pushed('tagherd', '2', 'other');
+    const docxy = await startDocxy({ upstream: { url: hub.registryUrl, tag_ttl: SHORT_TTL } });
+    try {
+      const token = await pullToken(`${docxy.url}/auth/token`, hub.service, 'tagherd');
+      // The one upstream request is answered as `first`; the others joined it (`coalesced`) or
+      // came after it ended (`hit`).
+      const herd = async (ref: string, want: TestImage, first: string): Promise<string[]> => {
+        const mark = await markUpstream(hub);
+        const path = `/v2/tagherd/manifests/${ref}`;
+        const logged = docxy.requestLogs().filter((l) => l.path === path).length;
+        const all = await Promise.all(
+          Array.from({ length: 50 }, () => manifest(docxy, token, 'tagherd', ref)),
+        );
+        all.forEach((r, i) => {
+          assertManifest(r, want, `${first}: client ${String(i)}`);
+        });
+        await cacheOf(docxy, path, logged + 50);
+        const counts = new Map<string, number>();
+        for (const l of docxy
+          .requestLogs()
+          .filter((x) => x.path === path)
+          .slice(logged))
+          counts.set(String(l.cache), (counts.get(String(l.cache)) ?? 0) + 1);
+        const seen = JSON.stringify([...counts]);
+        assert.equal(counts.get(first), 1, seen);
+        assert.equal((counts.get('coalesced') ?? 0) + (counts.get('hit') ?? 0), 49, seen);
+        assert.ok((counts.get('coalesced') ?? 0) > 0, `some joined the upstream request: ${seen}`);
+        return (await upstreamSince(hub, mark)).registry.map((r) => `${r.method} ${r.uri} ${r.status}`);
+      };
+      assert.deepEqual(await herd('1', image, 'miss'), ['GET /v2/library/tagherd/manifests/1 200']);
+      await sleep(PAST_TTL_MS);
+      assert.deepEqual(await herd('1', image, 'revalidated'), ['HEAD /v2/library/tagherd/manifests/1 200']);
+      assert.deepEqual(await herd(other.digest, other, 'miss'), [
+        `GET /v2/library/tagherd/manifests/${other.digest} 200`,
+      ]);
+    } finally {
+      await docxy.stop();
+    }
+  });
+
   it('a manifest by digest, once cached, never goes upstream again, even with the registry down', async () => {
     const image = await pushed('digestonce', '1');
     const docxy = await startDocxy({ upstream: { url: hub.registryUrl, tag_ttl: SHORT_TTL } });

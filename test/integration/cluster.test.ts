@@ -21,6 +21,7 @@ import type { FakeHub } from '../helpers/fake-hub.ts';
 import { startFleet, type Fleet, type FleetReplica } from '../helpers/fleet.ts';
 import { httpGet, pullToken } from '../helpers/http.ts';
 import {
+  ACCEPT_ALL_MANIFESTS,
   bigImage,
   buildImage,
   deterministicBytes,
@@ -343,6 +344,41 @@ describe('a fleet of three replicas on one bucket and one Redis', () => {
     t.diagnostic(`coordination shared again ${String(Date.now() - t0)} ms after Redis restarted`);
 
     await coldGetsOneUpstream(blob('after'), 10, two);
+  });
+
+  it('30 concurrent cold GETs of a tag and of a manifest digest over the replicas: ONE upstream GET each', async () => {
+    const live = alive();
+    assert.ok(live.length >= 2, 'two replicas alive');
+    const herd = await buildImage({ repo: 'library/fleetherd', tag: '1', layerSize: 1024 });
+    const byDigest = await buildImage({
+      repo: 'library/fleetherd',
+      tag: '2',
+      layerSize: 1024,
+      seed: 'digest',
+    });
+    await pushImage(theHub(), herd);
+    await pushImage(theHub(), byDigest);
+    const token = await pullToken(`${need(live[0], 'a').url}/auth/token`, theHub().service, 'fleetherd');
+    const headers = { authorization: `Bearer ${token}`, accept: ACCEPT_ALL_MANIFESTS };
+    // The second is asked for by its digest only (never by its tag).
+    for (const [ref, digest] of [
+      ['1', herd.digest],
+      [byDigest.digest, byDigest.digest],
+    ] as const) {
+      const answers = await Promise.all(
+        Array.from({ length: 30 }, (_, i) =>
+          httpGet(`${need(live[i % live.length], 'replica').url}/v2/fleetherd/manifests/${ref}`, { headers }),
+        ),
+      );
+      answers.forEach((r, i) => {
+        assert.equal(r.status, 200, `${ref} client ${String(i)}: ${r.body.toString()}`);
+        assert.equal(sha256(r.body), digest, `${ref} client ${String(i)}`);
+      });
+      const gets = (await theHub().registryRequests()).filter(
+        (r) => r.method === 'GET' && r.uri === `/v2/library/fleetherd/manifests/${ref}`,
+      );
+      assert.equal(gets.length, 1, `upstream GETs of manifests/${ref}`);
+    }
   });
 
   it('the internal endpoint wants the secret (401 OCI JSON), 404s what it is not filling; the public listener has no /cluster', async () => {
