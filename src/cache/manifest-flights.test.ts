@@ -4,14 +4,24 @@ import { describe, it } from 'node:test';
 import { createMemoryLeases } from '../coordination/memory/memory-coordination.ts';
 import { createManifestFlights } from './manifest-flights.ts';
 
-/** An upstream request that takes `ms` and counts itself. */
-function slowWork(ms: number): { calls: () => number; work: () => Promise<string> } {
+/** A cache in front of an upstream that takes `ms` per request and counts them. */
+function cachedUpstream(ms: number): {
+  fetches: () => number;
+  lookups: boolean[];
+  lookup: (afterPeer: boolean) => Promise<string>;
+} {
   let n = 0;
+  let stored = false;
+  const lookups: boolean[] = [];
   return {
-    calls: () => n,
-    work: async () => {
+    fetches: () => n,
+    lookups,
+    lookup: async (afterPeer) => {
+      lookups.push(afterPeer);
+      if (stored) return 'from the cache';
       n++;
       await sleep(ms);
+      stored = true;
       return 'fetched';
     },
   };
@@ -20,49 +30,34 @@ function slowWork(ms: number): { calls: () => number; work: () => Promise<string
 describe('manifest flights', () => {
   it('concurrent requests of one manifest in one process make one upstream request', async () => {
     const flights = createManifestFlights();
-    const w = slowWork(50);
-    const seen: string[] = [];
+    const u = cachedUpstream(50);
     const results = await Promise.all(
-      Array.from({ length: 5 }, () =>
-        flights.run('hub library/node@22', w.work, (afterPeer) => {
-          seen.push(afterPeer ? 'peer' : 'local');
-          return Promise.resolve('from the cache');
-        }),
-      ),
+      Array.from({ length: 5 }, () => flights.run('hub library/node@22', u.lookup)),
     );
-    assert.equal(w.calls(), 1);
+    assert.equal(u.fetches(), 1);
     assert.deepEqual(results.sort(), ['fetched', ...Array<string>(4).fill('from the cache')]);
-    assert.deepEqual(seen, Array<string>(4).fill('local'));
-    // Other keys do not wait; once ended, the next request is a flight of its own.
-    const other = slowWork(1);
-    assert.equal(await flights.run('hub library/node@20', other.work, () => Promise.resolve('x')), 'fetched');
-    assert.equal(await flights.run('hub library/node@22', w.work, () => Promise.resolve('x')), 'fetched');
-    assert.equal(w.calls(), 2);
+    assert.deepEqual(u.lookups, Array<boolean>(5).fill(false));
+    // A request whose own first lookup missed just before the flight ended: it looks again, no fetch.
+    assert.equal(await flights.run('hub library/node@22', u.lookup), 'from the cache');
+    assert.equal(u.fetches(), 1);
+    // Other keys do not wait.
+    const other = cachedUpstream(1);
+    assert.equal(await flights.run('hub library/node@20', other.lookup), 'fetched');
   });
 
   it("a replica waits for another replica's request, then reads what it stored", async () => {
     const leases = createMemoryLeases();
     const a = createManifestFlights({ leases, owner: { id: 'a', address: '' }, ttlMs: 2000 });
     const b = createManifestFlights({ leases, owner: { id: 'b', address: '' }, ttlMs: 2000 });
-    const w = slowWork(100);
-    let ended = 0;
-    const first = a.run(
-      'k',
-      async () => {
-        const r = await w.work();
-        ended = Date.now();
-        return r;
-      },
-      () => Promise.resolve('unexpected'),
-    );
+    const u = cachedUpstream(100);
+    const first = a.run('k', u.lookup);
     await sleep(10);
-    const second = b.run('k', w.work, (afterPeer) => {
-      assert.equal(afterPeer, true);
-      assert.ok(ended > 0, 'after the holder ended');
-      return Promise.resolve('from the cache');
-    });
+    const t0 = Date.now();
+    const second = b.run('k', u.lookup);
     assert.deepEqual(await Promise.all([first, second]), ['fetched', 'from the cache']);
-    assert.equal(w.calls(), 1);
+    assert.ok(Date.now() - t0 >= 50, 'b waited for a');
+    assert.equal(u.fetches(), 1);
+    assert.deepEqual(u.lookups, [true, true], 'both re-read shared records');
     assert.deepEqual(await leases.acquire('manifest:k', { id: 'c', address: '' }, 100), { granted: true });
   });
 
@@ -72,12 +67,7 @@ describe('manifest flights', () => {
     await leases.acquire('manifest:k', { id: 'dead', address: '' }, 200);
     const b = createManifestFlights({ leases, owner: { id: 'b', address: '' }, ttlMs: 200 });
     const t0 = Date.now();
-    const r = await b.run(
-      'k',
-      () => Promise.resolve('fetched'),
-      (afterPeer) => Promise.resolve(afterPeer ? 'looked again' : 'unexpected'),
-    );
-    assert.equal(r, 'looked again');
+    assert.equal(await b.run('k', cachedUpstream(1).lookup), 'fetched');
     const waited = Date.now() - t0;
     assert.ok(waited >= 150 && waited < 1000, `waited ${String(waited)} ms`);
   });

@@ -308,7 +308,10 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
    */
   type Mode = 'join' | 'alone' | 'after-peer';
 
-  /** The flight of a request that must go upstream: a joiner's second look serves `coalesced`. */
+  /**
+   * The flight of a request that must go upstream: whoever runs it looks in the cache again first
+   * (`again`, alone), so what another request stored meanwhile is served `coalesced`.
+   */
   function upstreamOnce(
     req: ManifestRequest,
     mode: Mode,
@@ -316,7 +319,7 @@ export function createManifestService(deps: ManifestServiceDeps): ManifestServic
     again: (mode: Mode) => Promise<CacheReply | 'bypass'>,
   ): Promise<CacheReply | 'bypass'> {
     if (mode !== 'join' || req.fetch !== undefined) return work();
-    return flights.run(`${deps.upstream} ${req.name}@${req.reference}`, work, async (afterPeer) => {
+    return flights.run(`${deps.upstream} ${req.name}@${req.reference}`, async (afterPeer) => {
       const r = await again(afterPeer ? 'after-peer' : 'alone');
       return r !== 'bypass' && r.kind === 'local' && r.cache === 'hit' ? { ...r, cache: 'coalesced' } : r;
     });
