@@ -281,7 +281,8 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
   // used only with a fleet.
   const fleet = coordination.kind === 'redis' ? coordination : undefined;
 
-  // A pin outlives a crashed replica by at most its TTL (its objects stay unevictable meanwhile).
+  // With a fleet, what any replica reads is pinned, and the evictor deletes only under a claim. A
+  // pin outlives a crashed replica by at most its TTL (its objects stay unevictable meanwhile).
   const readPins =
     fleet === undefined || builtStorage === undefined
       ? undefined
@@ -292,6 +293,10 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
           ttlMs: 30_000,
           log: log.child({ module: 'pins' }),
         });
+  const claims =
+    fleet === undefined || builtStorage === undefined
+      ? undefined
+      : evictionClaims(fleet.pins, owner.id, builtStorage.namespace);
   if (storage !== undefined) {
     const service = createBlobService({
       storage,
@@ -310,9 +315,7 @@ export function createApp(config: Config, log: Logger, overrides: AppOverrides =
       storage,
       maxSize: config.cache.max_size,
       inUse: (key) => service.inUse(key),
-      ...(fleet === undefined
-        ? {}
-        : { claims: evictionClaims(fleet.pins, owner.id, builtStorage?.namespace ?? '') }),
+      ...(claims === undefined ? {} : { claims }),
       onEvictManifest: (digest) => {
         for (const u of upstreams) u.manifests?.forget(digest);
       },

@@ -2,8 +2,8 @@
  * Keeps the cache under `cache.max_size`: whole objects, least recently used first, never one
  * being read or filled (on any replica of a fleet: see `claims`), and never a blob or child
  * manifest before the manifests that refer to it (so a cached manifest never points at evicted
- * content). Tag records of an evicted manifest go
- * with it. Runs in the background, one run at a time.
+ * content). Tag records of an evicted manifest go with it. Runs in the background, one run at a
+ * time.
  */
 import type { Logger } from 'pino';
 import type { CacheSizeMetrics } from '../observability/metrics.ts';

@@ -32,6 +32,9 @@ export interface ReadPinsDeps {
   readonly log: Logger;
 }
 
+/** The key a store's object is pinned and claimed under (stores sharing one Redis stay apart). */
+const pinKeyOf = (namespace: string, key: string): string => `${namespace} ${key}`;
+
 interface Held {
   readers: number;
   readonly pinned: Promise<boolean>;
@@ -40,7 +43,7 @@ interface Held {
 export function createReadPins(deps: ReadPinsDeps): ReadPins {
   const { pins, ownerId, ttlMs, log } = deps;
   const held = new Map<string, Held>();
-  const pinKey = (key: string): string => `${deps.namespace} ${key}`;
+  const pinKey = (key: string): string => pinKeyOf(deps.namespace, key);
   const pin = (key: string): Promise<boolean> =>
     pins.pin(pinKey(key), ownerId, ttlMs).catch((err: unknown) => {
       // The implementations answer in-process when shared coordination fails; this is a last guard.
@@ -97,7 +100,7 @@ const claimTtlMs = 60_000;
 /** The evicting side of the fleet's pins, for `evictToSize`'s `claims`. */
 export function evictionClaims(pins: Pins, ownerId: string, namespace: string): EvictionClaims {
   return {
-    claim: (key) => pins.claim(`${namespace} ${key}`, ownerId, claimTtlMs),
-    unclaim: (key) => pins.unclaim(`${namespace} ${key}`, ownerId),
+    claim: (key) => pins.claim(pinKeyOf(namespace, key), ownerId, claimTtlMs),
+    unclaim: (key) => pins.unclaim(pinKeyOf(namespace, key), ownerId),
   };
 }

@@ -132,8 +132,9 @@ export function createMemoryPins(now: () => number = Date.now, max = defaultMaxE
   const claims = new Map<string, { owner: string; until: number }>();
   const claimOf = (key: string): { owner: string; until: number } | undefined => {
     const c = claims.get(key);
-    if (c !== undefined && c.until <= now()) claims.delete(key);
-    return c !== undefined && c.until > now() ? c : undefined;
+    if (c === undefined || c.until > now()) return c;
+    claims.delete(key);
+    return undefined;
   };
   const livePins = (key: string): number => {
     const p = pins.get(key);
