@@ -33,7 +33,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startFakeHub } from '../test/helpers/fake-hub.ts';
-import { bigImage, buildImage, pushImage, TINY, type TestImage } from '../test/helpers/images.ts';
+import { bigImage, buildImage, pushImage, type TestImage } from '../test/helpers/images.ts';
 import { deterministicBlobFile, pushBlobFile, type BlobFile } from './blob-file.ts';
 import {
   ALL_CONTESTANTS,
@@ -61,7 +61,7 @@ import {
 import { scenarioA } from './pull/scenario-a.ts';
 import { B_REPO, scenarioB } from './pull/scenario-b.ts';
 import { C_REPO, scenarioC } from './pull/scenario-c.ts';
-import { scenarioD } from './pull/scenario-d.ts';
+import { D_REPO, scenarioD } from './pull/scenario-d.ts';
 import { NGINX_BINARY, startNginxStatic } from './nginx.ts';
 import { E_CLIENTS_REPO, E_REPO, scenarioE } from './pull/scenario-e.ts';
 import { linkUnavailable } from './link/link.ts';
@@ -131,6 +131,7 @@ const PARAMS: BenchParams = QUICK
       cBlobSize: 16 * MiB,
       dSeconds: 2,
       dConnections: 32,
+      dManifests: 20,
       aLayer: 32 * MiB,
     }
   : {
@@ -140,8 +141,9 @@ const PARAMS: BenchParams = QUICK
       bBlobSize: 1024 * MiB,
       cClients: 50,
       cBlobSize: 64 * MiB,
-      dSeconds: 5,
-      dConnections: 32,
+      dSeconds: 10,
+      dConnections: 64,
+      dManifests: 200,
       aLayer: 0,
     };
 /** Everything (setup included) must end within this; every request also has its own limit. */
@@ -156,6 +158,7 @@ async function runSuite(
   bBlob: BlobFile,
   cBlob: BlobFile,
   eBlobs: { one: BlobFile; clients: BlobFile } | undefined,
+  dImages: readonly TestImage[],
 ): Promise<SuiteResult> {
   log(`suite: hub ${mode === 'cdn' ? 'with CDN' : 'without CDN'}; waiting up to 2 min for an idle machine`);
   const busyBefore = await waitForQuiet(120_000);
@@ -181,7 +184,7 @@ async function runSuite(
   try {
     log('seeding the hub');
     await pushImage(hub, aImage);
-    await pushImage(hub, TINY);
+    for (const image of dImages) await pushImage(hub, image);
     await pushBlobFile(hub, B_REPO, bBlob, stepSignal(global));
     await pushBlobFile(hub, C_REPO, cBlob, stepSignal(global));
     if (eBlobs !== undefined) {
@@ -218,7 +221,7 @@ async function runSuite(
     if (SCENARIOS.has('A')) await scenarioA(ctx, all, aImage);
     if (SCENARIOS.has('B')) await scenarioB(ctx, all, bBlob, references);
     if (SCENARIOS.has('C')) await scenarioC(ctx, all, cBlob);
-    if (SCENARIOS.has('D')) await scenarioD(ctx, all);
+    if (SCENARIOS.has('D')) await scenarioD(ctx, all, dImages);
     if (eBlobs !== undefined) {
       // The CDN stand-in would take blob bytes around the link: E runs on the plain hub only.
       suite.linkSkipped = mode === 'cdn' ? 'runs on the hub without CDN only' : linkUnavailable();
@@ -288,14 +291,19 @@ async function main(): Promise<void> {
         clients: await deterministicBlobFile('docxy-bench-e-clients', PARAMS.eClientsBlobSize),
       }
     : undefined;
+  // D: that many small single-layer images, tags 1..N of one repository (different manifests).
+  const dImages: TestImage[] = [];
+  if (SCENARIOS.has('D'))
+    for (let i = 1; i <= PARAMS.dManifests; i++)
+      dImages.push(await buildImage({ repo: D_REPO, tag: String(i) }));
 
   const hashCpuS = sha256CpuSeconds(bBlob.file);
   log(`sha256 of the ${mib(bBlob.size)} blob in this process: ${fmt(hashCpuS, 2)} CPU s`);
   const suites: SuiteResult[] = [];
   for (const mode of HUB_MODES) {
-    const suite = await runSuite(mode, global, aImage, bBlob, cBlob, eBlobs);
+    const suite = await runSuite(mode, global, aImage, bBlob, cBlob, eBlobs, dImages);
     suite.sha256CpuS = hashCpuS;
-    suite.targets = evaluateTargets(suite, aLabel, PARAMS);
+    suite.targets = evaluateTargets(suite, PARAMS);
     suites.push(suite);
     printSuite(suite, aLabel, bBlob.size, PARAMS);
   }

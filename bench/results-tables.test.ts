@@ -60,6 +60,7 @@ function report(quick: boolean): BenchReport {
       cBlobSize: 64 * MiB,
       dSeconds: 5,
       dConnections: 32,
+      dManifests: 200,
       aLayer: 0,
       eRatesMbit: [200],
       eRttMs: 0,

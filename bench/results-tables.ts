@@ -34,6 +34,12 @@ function times(a: number | undefined, b: number | undefined, digits = 2): string
   return a === undefined || b === undefined || b === 0 ? '-' : `${(a / b).toFixed(digits)}x`;
 }
 
+/** `, load: wrk -t2 -c64` when the D runs recorded what made their load. */
+function dLoadOf(suite: SuiteResult): string {
+  const load = suite.runs.find((r) => r.scenario === 'D' && r.requests?.load !== undefined)?.requests?.load;
+  return load === undefined ? '' : ` (load: ${load})`;
+}
+
 /** CPU seconds of the contestant's process tree per GiB its clients received (undefined for direct). */
 export function cpuPerGib(r: RunResult): number | undefined {
   return r.cpu.server === undefined || r.bytes === 0 ? undefined : r.cpu.server / (r.bytes / GiB);
@@ -205,6 +211,8 @@ function scenarioSections(report: BenchReport, suite: SuiteResult): string[] {
       ),
     );
   if (has('D')) {
+    // Results of runs before D cycled over several manifests have no dManifests.
+    const dManifests = (p as Partial<BenchReport['params']>).dManifests;
     const rows = suite.runs
       .filter((r) => r.scenario === 'D')
       .map((r) =>
@@ -221,7 +229,7 @@ function scenarioSections(report: BenchReport, suite: SuiteResult): string[] {
             ],
       );
     section(
-      `D. Warm tag-manifest GETs, ${p.dSeconds} s on ${p.dConnections} connections`,
+      `D. Warm tag-manifest GETs${dManifests === undefined ? '' : ` over ${dManifests} different manifests`}, ${p.dSeconds} s on ${p.dConnections} connections${dLoadOf(suite)}`,
       mdTable(
         ['contestant', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'up mfst GETs', 'srv CPU-ms per 1k req'],
         rows,

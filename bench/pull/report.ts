@@ -5,9 +5,9 @@
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { TINY } from '../../test/helpers/images.ts';
 import { ALL_CONTESTANTS, type ContestantName } from '../contestants.ts';
 import { fmt, MB, MiB, mib, table, type UpstreamStats } from '../measure.ts';
+import { cpuPerGib } from '../results-tables.ts';
 import { evaluateLinkTargets, printLinkSuite } from './report-e.ts';
 import type { BenchParams, RunResult, SuiteResult, TargetResult } from './runner.ts';
 
@@ -118,6 +118,7 @@ function manifestTable(suite: SuiteResult, all: readonly ContestantName[]): stri
     'up mfst HEAD',
     'tokens',
     ...CPU_HEADERS,
+    'srv CPU-ms/1k',
   ];
   const rps = (n: ContestantName): number | undefined => find(suite.runs, 'D', n)?.requests?.rps;
   const rows: string[][] = [];
@@ -140,78 +141,96 @@ function manifestTable(suite: SuiteResult, all: readonly ContestantName[]): stri
       String(r.upstream.manifestHeads),
       String(r.upstream.tokens),
       ...cpuCells(r),
+      fmt(cpuMsPer1k(r), 1),
     ]);
   }
   return table(headers, rows);
 }
 
-export function evaluateTargets(suite: SuiteResult, aLabel: string, params: BenchParams): TargetResult[] {
+/** Issue 14's targets 1, 3 and 4 (2 is scenario E's, in report-e.ts; 5 is scenario C). */
+export const COLD_CPU_PER_GIB_MAX = 1.5;
+export const MANIFEST_CPU_MS_PER_1K_MAX = 40;
+export const MANIFEST_VS_DISTRIBUTION_MIN = 50;
+export const RSS_MAX = 150 * MiB;
+
+/** Server CPU-ms per 1000 answered requests of a D run. */
+export function cpuMsPer1k(r: RunResult | undefined): number | undefined {
+  if (r?.requests === undefined || r.cpu.server === undefined || r.requests.count === 0) return undefined;
+  return (r.cpu.server * 1e6) / r.requests.count;
+}
+
+export function evaluateTargets(suite: SuiteResult, params: BenchParams): TargetResult[] {
   const runs = suite.runs;
   const out: TargetResult[] = [];
   const check = (target: string, measured: string, pass: boolean | undefined): void => {
     out.push({ target, measured, pass });
   };
-  const aDocxy = find(runs, 'A', 'docxy');
+  // 1. Cold 1 GiB: at least Distribution's MB/s, at most 1.5 CPU-s per GiB of Docxy's process.
+  const bCold = find(runs, 'B', 'docxy', 'cold');
+  const bDistCold = find(runs, 'B', 'distribution', 'cold');
   check(
-    `A: Docxy RSS growth during the ${aLabel} cold pull < 64 MiB`,
-    aDocxy?.rss === undefined
-      ? 'n/a'
-      : `${mib(aDocxy.rss.growth)} (${mib(aDocxy.rss.before)} -> ${mib(aDocxy.rss.peak)})`,
-    aDocxy?.rss === undefined ? undefined : aDocxy.rss.growth < 64 * MiB,
+    `1: B cold ${mib(params.bBlobSize)}: Docxy MB/s >= Distribution's`,
+    `${fmt(bCold?.mbps, 0)} vs ${fmt(bDistCold?.mbps, 0)} MB/s = ${ratio(bCold?.mbps, bDistCold?.mbps)}`,
+    bCold === undefined || bDistCold === undefined ? undefined : bCold.mbps >= bDistCold.mbps,
   );
+  const coldCpu = bCold === undefined ? undefined : cpuPerGib(bCold);
+  check(
+    `1: B cold: Docxy <= ${COLD_CPU_PER_GIB_MAX} CPU-s per GiB`,
+    `${fmt(coldCpu, 2)} CPU-s/GiB (Distribution ${fmt(bDistCold === undefined ? undefined : cpuPerGib(bDistCold), 2)})`,
+    coldCpu === undefined ? undefined : coldCpu <= COLD_CPU_PER_GIB_MAX,
+  );
+  // 3. Warm: 1 GiB at least nginx's static sendfile; manifests 50x Distribution at <= 40 CPU-ms/1k.
   const bWarm = find(runs, 'B', 'docxy', 'warm');
-  const bNginxWarm = find(runs, 'B', 'nginx', 'warm');
-  check(
-    'B: Docxy warm >= 0.9x nginx warm',
-    `${fmt(bWarm?.mbps, 0)} vs ${fmt(bNginxWarm?.mbps, 0)} MB/s = ${ratio(bWarm?.mbps, bNginxWarm?.mbps)}`,
-    bWarm === undefined || bNginxWarm === undefined ? undefined : bWarm.mbps >= 0.9 * bNginxWarm.mbps,
-  );
   const bStatic = find(runs, 'B', 'nginx-static', 'warm');
   check(
-    'B: Docxy warm >= 1.0x nginx static sendfile',
+    '3: B warm: Docxy >= 1.0x nginx static sendfile',
     `${fmt(bWarm?.mbps, 0)} vs ${fmt(bStatic?.mbps, 0)} MB/s = ${ratio(bWarm?.mbps, bStatic?.mbps)}`,
     bWarm === undefined || bStatic === undefined ? undefined : bWarm.mbps >= bStatic.mbps,
   );
-  const bCold = find(runs, 'B', 'docxy', 'cold');
-  const bDirect = find(runs, 'B', 'direct', 'cold');
+  const dDocxy = find(runs, 'D', 'docxy');
+  const dDist = find(runs, 'D', 'distribution');
+  const dRps = dDocxy?.requests?.rps;
+  const distRps = dDist?.requests?.rps;
   check(
-    'B: Docxy cold >= 0.9x direct',
-    `${fmt(bCold?.mbps, 0)} vs ${fmt(bDirect?.mbps, 0)} MB/s = ${ratio(bCold?.mbps, bDirect?.mbps)}`,
-    bCold === undefined || bDirect === undefined ? undefined : bCold.mbps >= 0.9 * bDirect.mbps,
+    `3: D: Docxy warm manifest req/s >= ${MANIFEST_VS_DISTRIBUTION_MIN}x Distribution`,
+    `${fmt(dRps, 0)} vs ${fmt(distRps, 0)} req/s = ${ratio(dRps, distRps)}; Docxy p99 ${fmt(dDocxy?.requests?.p99Ms, 2)} ms`,
+    dRps === undefined || distRps === undefined ? undefined : dRps >= MANIFEST_VS_DISTRIBUTION_MIN * distRps,
   );
+  const perK = cpuMsPer1k(dDocxy);
+  check(
+    `3: D: Docxy <= ${MANIFEST_CPU_MS_PER_1K_MAX} CPU-ms per 1k manifest requests`,
+    `${fmt(perK, 1)} CPU-ms (nginx ${fmt(cpuMsPer1k(find(runs, 'D', 'nginx')), 1)}, Distribution ${fmt(cpuMsPer1k(dDist), 1)})`,
+    perK === undefined ? undefined : perK <= MANIFEST_CPU_MS_PER_1K_MAX,
+  );
+  // 4. Flat memory: Docxy's peak RSS <= 150 MiB in every scenario.
+  const docxyRuns = runs.filter((r) => r.contestant === 'docxy' && r.ok && r.rss !== undefined);
+  const worst = docxyRuns.reduce<RunResult | undefined>(
+    (w, r) => (w === undefined || r.rss!.peak > w.rss!.peak ? r : w),
+    undefined,
+  );
+  const mem = suite.docxyMemory;
+  const peak = Math.max(worst?.rss?.peak ?? 0, mem?.peakRss ?? 0);
+  check(
+    `4: Docxy peak RSS <= ${mib(RSS_MAX)} in every scenario (100 ms samples of its process tree)`,
+    worst === undefined
+      ? 'n/a'
+      : `${mib(peak)} (highest run: ${worst.scenario}${worst.phase === '' ? '' : ` ${worst.phase}`} ${mib(worst.rss!.peak)}; VmHWM of the run ${mib(mem?.vmHwm ?? 0)})`,
+    worst === undefined ? undefined : peak <= RSS_MAX,
+  );
+  // 5. Keep what is won: one upstream GET for N concurrent cold clients, wall <= N direct pulls.
   const cDocxy = find(runs, 'C', 'docxy');
   const cDirect = find(runs, 'C', 'direct');
   check(
-    `C: Docxy ${params.cClients} cold clients -> 1 upstream blob GET`,
+    `5: C: Docxy ${params.cClients} cold clients -> 1 upstream blob GET`,
     cDocxy === undefined
       ? 'n/a'
       : `${cDocxy.upstream.blobGets} GETs, ${fmt(cDocxy.upstream.bytes / MB, 0)} MB upstream`,
     cDocxy === undefined ? undefined : cDocxy.upstream.blobGets === 1,
   );
   check(
-    `C: Docxy total time <= ${params.cClients} clients pulling direct`,
+    `5: C: Docxy wall <= ${params.cClients} clients pulling direct`,
     `${fmt((cDocxy?.wallMs ?? NaN) / 1000, 2)} s vs ${fmt((cDirect?.wallMs ?? NaN) / 1000, 2)} s`,
     cDocxy === undefined || cDirect === undefined ? undefined : cDocxy.wallMs <= cDirect.wallMs,
-  );
-  const dRps = (n: ContestantName): number | undefined => find(runs, 'D', n)?.requests?.rps;
-  const dDocxy = dRps('docxy');
-  const dNginx = dRps('nginx');
-  const dDist = dRps('distribution');
-  check(
-    'D: Docxy warm manifest req/s >= 0.5x nginx',
-    `${fmt(dDocxy, 0)} vs ${fmt(dNginx, 0)} req/s = ${ratio(dDocxy, dNginx)}`,
-    dDocxy === undefined || dNginx === undefined ? undefined : dDocxy >= 0.5 * dNginx,
-  );
-  check(
-    'D: Docxy warm manifest req/s >= 50x distribution',
-    `${fmt(dDocxy, 0)} vs ${fmt(dDist, 0)} req/s = ${ratio(dDocxy, dDist)}`,
-    dDocxy === undefined || dDist === undefined ? undefined : dDocxy >= 50 * dDist,
-  );
-  const mem = suite.docxyMemory;
-  check(
-    'M: Docxy peak RSS over the whole run < 100 MiB',
-    mem === undefined ? 'n/a' : `VmHWM ${mib(mem.vmHwm)}, highest 100 ms sample ${mib(mem.peakRss)}`,
-    mem === undefined ? undefined : Math.max(mem.vmHwm, mem.peakRss) < 100 * MiB,
   );
   out.push(...evaluateLinkTargets(suite, params));
   return out;
@@ -303,7 +322,8 @@ export function printSuite(suite: SuiteResult, aLabel: string, bSize: number, pa
   }
   if (ran('D')) {
     say(
-      `D. warm tag-manifest GETs (${TINY.repo}:${TINY.tag}), ${params.dSeconds} s on ${params.dConnections} connections`,
+      `D. warm GETs of ${params.dManifests} different tag manifests, ${params.dSeconds} s on ${params.dConnections} connections ` +
+        `(load: ${find(suite.runs, 'D', 'docxy')?.requests?.load ?? '?'})`,
     );
     say(manifestTable(suite, names));
     say('');

@@ -37,6 +37,8 @@ export interface BenchParams {
   readonly cBlobSize: number;
   readonly dSeconds: number;
   readonly dConnections: number;
+  /** Scenario D: how many different cached tag manifests the load cycles through. */
+  readonly dManifests: number;
   /** Scenario A's layer size in --quick runs (0: the full run's library/big:1 image). */
   readonly aLayer: number;
   /** Scenario E (capped link): the link's rates in Mbit/s, one pass each. */
@@ -69,7 +71,15 @@ export interface RunResult {
   /** Client-side throughput in MB/s (10^6 bytes). */
   mbps: number;
   clients?: { count: number; minMs: number; medianMs: number; maxMs: number };
-  requests?: { count: number; rps: number; p50Ms: number; p99Ms: number; errors: number };
+  requests?: {
+    count: number;
+    rps: number;
+    p50Ms: number;
+    p99Ms: number;
+    errors: number;
+    /** What made the load (`wrk -t2 -c64`, or the undici fallback). */
+    load?: string;
+  };
   upstream: UpstreamStats;
   /**
    * CPU seconds used during the run: the contestant's process tree (undefined for direct), the
