@@ -103,7 +103,8 @@ export async function startDocxy(hub: FakeHub, extra: Partial<ConfigInput> = {})
       [
         // Extra node flags for Docxy only, e.g. BENCH_DOCXY_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p".
         ...(process.env.BENCH_DOCXY_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
-        join(REPO_ROOT, 'bin', 'docxy.js'),
+        // Another checkout's built Docxy (an A/B of a change), e.g. BENCH_DOCXY_ROOT=/tmp/old.
+        join(process.env.BENCH_DOCXY_ROOT ?? REPO_ROOT, 'bin', 'docxy.js'),
         'serve',
         '--config',
         file,
